@@ -1,0 +1,338 @@
+//! `jam query` and `jam probe`: the lab's client, without nc.
+//!
+//! A [`Session`] connects, sends `TIME` + CR LF, checks that the reply is a `JAM hh:mm:ss` line,
+//! and ends with `QUIT` + CR LF, waiting for the server to close so that the connection ends
+//! with the orderly FIN exchange the lab's capture shows. Every step has a deadline.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_net::TcpStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use smol::Timer;
+
+use crate::Error;
+use crate::protocol::{self, DEFAULT_PORT};
+
+/// How long `jam query` waits for each step (connect, reply, close).
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `jam probe` waits for the whole exchange; Docker's health checks run every few
+/// seconds, so a probe must answer well within that.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A reply line longer than this is not a jam reply.
+const MAX_REPLY: usize = 256;
+
+/// A server to talk to: a host name or address and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    /// Parses `HOST`, `HOST:PORT`, `IPv4`, `IPv4:PORT`, `IPv6` or `[IPv6]:PORT`; the port
+    /// defaults to 45000.
+    pub fn parse(s: &str) -> Result<Target, Error> {
+        let bad = || {
+            Error::new(format!(
+                "invalid server address {s:?}: expected HOST or HOST:PORT"
+            ))
+        };
+        if s.is_empty() {
+            return Err(bad());
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Target {
+                host: ip.to_string(),
+                port: DEFAULT_PORT,
+            });
+        }
+        let (host, port) = match s.strip_prefix('[') {
+            Some(rest) => {
+                let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+                host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+                match after {
+                    "" => (host, None),
+                    _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
+                }
+            }
+            None => match s.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (s, None),
+            },
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad)?,
+            None => DEFAULT_PORT,
+        };
+        if host.is_empty() || host.contains(['/', ' ', '[', ']']) {
+            return Err(bad());
+        }
+        Ok(Target {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl Default for Target {
+    fn default() -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port: DEFAULT_PORT,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Runs `fut`, or fails with "no answer from TARGET within T" once `limit` has passed.
+async fn deadline<T>(
+    limit: Duration,
+    target: &Target,
+    what: &str,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    future::or(fut, async {
+        Timer::after(limit).await;
+        Err(Error::new(format!(
+            "{what} {target}: no answer within {}",
+            show(limit)
+        )))
+    })
+    .await
+}
+
+/// A duration as a person writes it: `5s`, `250ms`.
+pub fn show(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// One connection to a jam server.
+pub struct Session {
+    stream: TcpStream,
+    target: Target,
+    timeout: Duration,
+    buf: Vec<u8>,
+}
+
+impl Session {
+    /// Connects to `target`, resolving its name if it has one.
+    pub async fn connect(target: &Target, timeout: Duration) -> Result<Session, Error> {
+        let connect = async {
+            TcpStream::connect((target.host.as_str(), target.port))
+                .await
+                .map_err(|e| {
+                    let hint = match e.kind() {
+                        io::ErrorKind::ConnectionRefused => " (is `jam serve` running there?)",
+                        _ => "",
+                    };
+                    Error::new(format!("cannot connect to {target}: {e}{hint}"))
+                })
+        };
+        let stream = deadline(timeout, target, "cannot connect to", connect).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Session {
+            stream,
+            target: target.clone(),
+            timeout,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Asks for the time and returns the reply line, checked, without its CR LF.
+    pub async fn time(&mut self) -> Result<String, Error> {
+        let timeout = self.timeout;
+        let target = self.target.clone();
+        deadline(timeout, &target, "no reply from", async {
+            self.send(b"TIME\r\n").await?;
+            let line = self.read_line().await?;
+            if protocol::parse_time_reply(&line).is_some() {
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            let text = String::from_utf8_lossy(&line);
+            Err(Error::new(if text.starts_with("ERROR ") {
+                format!("{target} answered with an error: {text}")
+            } else {
+                format!("{target} sent something that is not a jam reply: {text:?}")
+            }))
+        })
+        .await
+    }
+
+    /// Sends `QUIT` and waits for the server to close the connection.
+    pub async fn quit(mut self) -> Result<(), Error> {
+        let timeout = self.timeout;
+        let target = self.target.clone();
+        deadline(timeout, &target, "no close from", async {
+            self.send(b"QUIT\r\n").await?;
+            let mut sink = [0u8; 64];
+            loop {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(self.io_error("reading from", e)),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| self.io_error("sending to", e))
+    }
+
+    /// Reads up to CR LF; returns the line without it.
+    async fn read_line(&mut self) -> Result<Vec<u8>, Error> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf[..end].to_vec();
+                self.buf.drain(..end + 2);
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_REPLY {
+                let text = String::from_utf8_lossy(&self.buf[..MAX_REPLY]).into_owned();
+                return Err(Error::new(format!(
+                    "{} sent something that is not a jam reply: {text:?}...",
+                    self.target
+                )));
+            }
+            let mut chunk = [0u8; 128];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| self.io_error("reading from", e))?;
+            if n == 0 {
+                return Err(Error::new(format!(
+                    "{} closed the connection without a reply",
+                    self.target
+                )));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn io_error(&self, what: &str, e: io::Error) -> Error {
+        Error::new(format!("{what} {}: {e}", self.target))
+    }
+}
+
+/// Settings of `jam query`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryArgs {
+    pub target: Target,
+    pub count: u64,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// `jam query`: prints one reply line per request, on one connection.
+pub fn query(args: &QueryArgs) -> Result<(), Error> {
+    smol::block_on(async {
+        let mut session = Session::connect(&args.target, args.timeout).await?;
+        for i in 0..args.count {
+            if i > 0 {
+                Timer::after(args.interval).await;
+            }
+            let line = session.time().await?;
+            println!("{line}");
+        }
+        session.quit().await
+    })
+}
+
+/// Settings of `jam probe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeArgs {
+    pub target: Target,
+    pub timeout: Duration,
+    pub verbose: bool,
+}
+
+/// `jam probe`: succeeds when a jam reply arrives within the deadline. Silent unless verbose.
+pub fn probe(args: &ProbeArgs) -> Result<(), Error> {
+    let result = smol::block_on(deadline(
+        args.timeout,
+        &args.target,
+        "no reply from",
+        async {
+            let mut session = Session::connect(&args.target, args.timeout).await?;
+            let line = session.time().await?;
+            // The reply is what counts; a slow close does not make the server unhealthy.
+            let _ = session.quit().await;
+            Ok(line)
+        },
+    ));
+    match result {
+        Ok(line) => {
+            if args.verbose {
+                println!("healthy: {} answered {line}", args.target);
+            }
+            Ok(())
+        }
+        Err(e) if args.verbose => Err(Error::new(format!("unhealthy: {e}"))),
+        Err(e) => Err(e.silent()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(host: &str, port: u16) -> Target {
+        Target {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn targets_parse_with_and_without_port() {
+        assert_eq!(Target::parse("mesin1").unwrap(), t("mesin1", 45000));
+        assert_eq!(Target::parse("mesin1:1234").unwrap(), t("mesin1", 1234));
+        assert_eq!(
+            Target::parse("172.16.16.101").unwrap(),
+            t("172.16.16.101", 45000)
+        );
+        assert_eq!(Target::parse("127.0.0.1:9").unwrap(), t("127.0.0.1", 9));
+        assert_eq!(Target::parse("::1").unwrap(), t("::1", 45000));
+        assert_eq!(Target::parse("[::1]").unwrap(), t("::1", 45000));
+        assert_eq!(Target::parse("[::1]:7").unwrap(), t("::1", 7));
+        assert_eq!(Target::parse("[::1]:7").unwrap().to_string(), "[::1]:7");
+    }
+
+    #[test]
+    fn bad_targets_are_rejected() {
+        for bad in [
+            "",
+            ":45000",
+            "host:",
+            "host:0",
+            "host:70000",
+            "[::1",
+            "[nope]:1",
+            "a b",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The one layer that touches a client's socket.
+//!
+//! A connection waits until its socket is readable, reads what is there into a per-thread
+//! scratch buffer, lets [`protocol::respond`] answer the complete lines, and writes all the
+//! replies with one `write`. Only what cannot be handled at once is kept per connection: the
+//! start of an unfinished line (at most the line limit) and replies the client has not yet
+//! accepted (at most [`OUTPUT_BUDGET`] and one batch). Both are freed when empty, so an idle
+//! connection holds no buffer at all.
+//!
+//! Backpressure: while replies are owed, the connection does not read. A client that never reads
+//! stalls only its own connection, and is closed once it has made no progress for the idle
+//! timeout.
+//!
+//! Every wait is bounded: by the idle timeout, by the time to finish a started line, and by the
+//! server's shutdown. One timer per connection serves all of them: it is set for the earliest
+//! deadline that could apply, and when it fires early (the client did something in the meantime)
+//! it is set again. That keeps timer bookkeeping off the per-request path.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as Direction, TcpStream};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use event_listener::EventListener;
+use futures_lite::future;
+use smol::{Async, Timer};
+
+use crate::protocol::{self, Flow};
+use crate::server::Shared;
+
+/// Bytes read from a socket at a time. Many pipelined requests fit in one read; the buffer is
+/// per thread, not per connection.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Replies owed to one client before it must read some: past this, the connection stops
+/// answering (and reading) until the kernel takes the replies.
+pub const OUTPUT_BUDGET: usize = 16 * 1024;
+
+/// How long a closing connection waits for its last replies to be taken and for the client to
+/// close its side. Waiting for the client's FIN before closing is what makes the close orderly:
+/// closing with unread input makes the kernel send RST, which can destroy replies in flight.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Input discarded while lingering, at most.
+const LINGER_DISCARD: usize = 64 * 1024;
+
+/// Why a connection ended, as the server logs it.
+#[derive(Debug)]
+pub enum Closed {
+    Quit,
+    ClientClosed,
+    ClientClosedMidLine,
+    TooLong,
+    IdleTimeout,
+    LineTimeout,
+    StoppedReading,
+    Shutdown,
+    Error(io::Error),
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Closed::Quit => f.write_str("client sent QUIT"),
+            Closed::ClientClosed => f.write_str("client closed the connection"),
+            Closed::ClientClosedMidLine => f.write_str("client closed the connection in mid-line"),
+            Closed::TooLong => f.write_str("line too long"),
+            Closed::IdleTimeout => f.write_str("idle timeout"),
+            Closed::LineTimeout => f.write_str("line not finished in time"),
+            Closed::StoppedReading => f.write_str("client stopped reading replies"),
+            Closed::Shutdown => f.write_str("server shutting down"),
+            Closed::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// What a connection did, for the log.
+#[derive(Debug)]
+pub struct Summary {
+    pub closed: Closed,
+    pub requests: u64,
+}
+
+/// Per-thread buffers: every connection on a thread shares them, one at a time.
+struct Scratch {
+    input: Box<[u8]>,
+    out: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        input: vec![0; READ_CHUNK].into_boxed_slice(),
+        out: Vec::with_capacity(OUTPUT_BUDGET + READ_CHUNK),
+    });
+}
+
+/// Serves one client until it quits, breaks a rule, goes quiet, or the server stops.
+pub async fn serve(stream: Async<TcpStream>, shared: &Shared) -> Summary {
+    let now = Instant::now();
+    let shutdown = shared.shutdown.listen();
+    let mut conn = Connection {
+        stream: &stream,
+        shared,
+        pending: Vec::new(),
+        owed: Vec::new(),
+        requests: 0,
+        last_progress: now,
+        line_started: None,
+        timer: Timer::at(now + shared.limits.idle_timeout),
+        armed: now + shared.limits.idle_timeout,
+        stopping: shutdown.is_none(),
+        shutdown,
+    };
+    let closed = if conn.stopping {
+        Closed::Shutdown
+    } else {
+        conn.run().await
+    };
+    conn.close(&closed).await;
+    Summary {
+        closed,
+        requests: conn.requests,
+    }
+}
+
+struct Connection<'a> {
+    stream: &'a Async<TcpStream>,
+    shared: &'a Shared,
+    /// The start of a line not yet complete (or lines not yet answered for lack of budget).
+    pending: Vec<u8>,
+    /// Replies not yet taken by the kernel.
+    owed: Vec<u8>,
+    requests: u64,
+    /// The last time the client sent a byte or took a reply.
+    last_progress: Instant,
+    /// When the unfinished line in `pending` began.
+    line_started: Option<Instant>,
+    timer: Timer,
+    /// When `timer` fires.
+    armed: Instant,
+    shutdown: Option<EventListener>,
+    stopping: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Want {
+    Read,
+    Write,
+}
+
+enum Event {
+    Ready,
+    Deadline,
+    Shutdown,
+}
+
+impl Connection<'_> {
+    async fn run(&mut self) -> Closed {
+        loop {
+            // Replies owed go out before anything more is read: that is the backpressure.
+            if !self.owed.is_empty() {
+                match self.wait(Want::Write).await {
+                    Ok(Event::Ready) => match self.flush() {
+                        Ok(()) => continue,
+                        Err(e) => return Closed::Error(e),
+                    },
+                    Ok(Event::Deadline) => return self.timeout(),
+                    Ok(Event::Shutdown) => return Closed::Shutdown,
+                    Err(e) => return Closed::Error(e),
+                }
+            }
+            // Lines left unanswered when the budget ran out are answered now that it is free.
+            if !self.pending.is_empty() {
+                match self.answer(&[]) {
+                    Ok(Some(closed)) => return closed,
+                    Ok(None) if !self.owed.is_empty() => continue,
+                    Ok(None) => {}
+                    Err(e) => return Closed::Error(e),
+                }
+            }
+            match self.wait(Want::Read).await {
+                Ok(Event::Ready) => match self.read_and_answer() {
+                    Ok(Some(closed)) => return closed,
+                    Ok(None) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Closed::Error(e),
+                },
+                Ok(Event::Deadline) => return self.timeout(),
+                Ok(Event::Shutdown) => return Closed::Shutdown,
+                Err(e) => return Closed::Error(e),
+            }
+        }
+    }
+
+    /// Waits until the socket is ready for `want`, a deadline passes, or the server stops.
+    async fn wait(&mut self, want: Want) -> io::Result<Event> {
+        future::poll_fn(|cx| {
+            if let Some(listener) = &mut self.shutdown {
+                if Pin::new(listener).poll(cx).is_ready() {
+                    self.shutdown = None;
+                    self.stopping = true;
+                    return Poll::Ready(Ok(Event::Shutdown));
+                }
+            }
+            while Pin::new(&mut self.timer).poll(cx).is_ready() {
+                let deadline = self.deadline();
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Ok(Event::Deadline));
+                }
+                // Fired early: the client made progress since the timer was set.
+                self.timer.set_at(deadline);
+                self.armed = deadline;
+            }
+            let ready = match want {
+                Want::Read => self.stream.poll_readable(cx),
+                Want::Write => self.stream.poll_writable(cx),
+            };
+            ready.map_ok(|()| Event::Ready)
+        })
+        .await
+    }
+
+    /// The earliest moment the connection may be closed for a timeout.
+    fn deadline(&self) -> Instant {
+        let idle = self.last_progress + self.shared.limits.idle_timeout;
+        match self.line_started {
+            Some(started) => idle.min(started + self.shared.limits.line_timeout),
+            None => idle,
+        }
+    }
+
+    /// Which timeout a passed deadline was.
+    fn timeout(&self) -> Closed {
+        let line_late = self
+            .line_started
+            .is_some_and(|started| Instant::now() >= started + self.shared.limits.line_timeout);
+        if line_late {
+            Closed::LineTimeout
+        } else if !self.owed.is_empty() {
+            Closed::StoppedReading
+        } else {
+            Closed::IdleTimeout
+        }
+    }
+
+    /// Reads once and answers what arrived. `Ok(Some(_))` ends the connection.
+    fn read_and_answer(&mut self) -> io::Result<Option<Closed>> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let n = read(self.stream, &mut scratch.input)?;
+            if n == 0 {
+                return Ok(Some(if self.pending.is_empty() {
+                    Closed::ClientClosed
+                } else {
+                    Closed::ClientClosedMidLine
+                }));
+            }
+            self.last_progress = Instant::now();
+            self.answer_with(&scratch.input[..n], &mut scratch.out)
+        })
+    }
+
+    /// Answers `fresh` input after whatever is pending.
+    fn answer(&mut self, fresh: &[u8]) -> io::Result<Option<Closed>> {
+        SCRATCH.with_borrow_mut(|scratch| self.answer_with(fresh, &mut scratch.out))
+    }
+
+    fn answer_with(&mut self, fresh: &[u8], out: &mut Vec<u8>) -> io::Result<Option<Closed>> {
+        let limits = &self.shared.limits;
+        let now = self.shared.clock.now();
+        out.clear();
+        // The common case, a whole request in one read, is answered straight from the scratch
+        // buffer; only an unfinished line is copied into the connection's own buffer.
+        let answered = if self.pending.is_empty() {
+            let a = protocol::respond(fresh, now, limits.max_line, OUTPUT_BUDGET, out);
+            if a.flow == Flow::Continue {
+                self.pending.extend_from_slice(&fresh[a.consumed..]);
+            }
+            a
+        } else {
+            self.pending.extend_from_slice(fresh);
+            let a = protocol::respond(&self.pending, now, limits.max_line, OUTPUT_BUDGET, out);
+            self.pending.drain(..a.consumed);
+            a
+        };
+        self.requests += answered.lines as u64;
+        self.send(out)?;
+        self.track_pending();
+        Ok(match answered.flow {
+            Flow::Continue => None,
+            Flow::Quit => Some(Closed::Quit),
+            Flow::TooLong => Some(Closed::TooLong),
+        })
+    }
+
+    /// Keeps the line timer and the buffer's memory in step with `pending`.
+    fn track_pending(&mut self) {
+        if self.pending.is_empty() {
+            self.line_started = None;
+            // An idle connection parks no buffer.
+            self.pending = Vec::new();
+        } else if self.line_started.is_none() {
+            let started = Instant::now();
+            self.line_started = Some(started);
+            let deadline = started + self.shared.limits.line_timeout;
+            if deadline < self.armed {
+                self.timer.set_at(deadline);
+                self.armed = deadline;
+            }
+        }
+    }
+
+    /// Writes `out` now if the client keeps up, and owes what it does not take.
+    fn send(&mut self, out: &[u8]) -> io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if !self.owed.is_empty() {
+            self.owed.extend_from_slice(out);
+            return Ok(());
+        }
+        let written = match write(self.stream, out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        self.owed.extend_from_slice(&out[written..]);
+        Ok(())
+    }
+
+    /// Writes as much of what is owed as the kernel takes.
+    fn flush(&mut self) -> io::Result<()> {
+        match write(self.stream, &self.owed) {
+            Ok(n) => {
+                self.owed.drain(..n);
+                self.last_progress = Instant::now();
+                if self.owed.is_empty() {
+                    self.owed = Vec::new();
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the connection in order: a last error line where one is due, the replies owed,
+    /// our FIN, and a short wait for the client's FIN.
+    async fn close(&mut self, closed: &Closed) {
+        let farewell: &[u8] = match closed {
+            Closed::Error(_) | Closed::StoppedReading => return,
+            // Requests that reached us before the stop are owed a reply, then the reason.
+            Closed::Shutdown => match self.read_and_answer() {
+                Ok(None) => protocol::SHUTTING_DOWN,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => protocol::SHUTTING_DOWN,
+                Ok(Some(_)) | Err(_) => b"",
+            },
+            Closed::IdleTimeout => protocol::IDLE_TIMEOUT,
+            Closed::LineTimeout => protocol::LINE_TIMEOUT,
+            Closed::Quit | Closed::ClientClosed | Closed::ClientClosedMidLine | Closed::TooLong => {
+                b""
+            }
+        };
+        if self.send(farewell).is_err() {
+            return;
+        }
+        let flush_and_close = async {
+            while !self.owed.is_empty() {
+                self.stream.writable().await?;
+                self.flush()?;
+            }
+            finish(self.stream).await
+        };
+        // Whatever happens while lingering, the connection is closed when this returns.
+        let _ = future::or(flush_and_close, async {
+            Timer::after(LINGER).await;
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// A non-blocking read: `WouldBlock` when nothing is waiting.
+fn read(stream: &Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    let mut socket = stream.get_ref();
+    socket.read(buf)
+}
+
+/// A non-blocking write: `WouldBlock` when the kernel's send buffer is full.
+fn write(stream: &Async<TcpStream>, buf: &[u8]) -> io::Result<usize> {
+    let mut socket = stream.get_ref();
+    socket.write(buf)
+}
+
+/// Sends our FIN and discards input until the client's FIN (bounded by [`LINGER_DISCARD`]).
+async fn finish(stream: &Async<TcpStream>) -> io::Result<()> {
+    stream.get_ref().shutdown(Direction::Write)?;
+    let mut discarded = 0;
+    while discarded < LINGER_DISCARD {
+        stream.readable().await?;
+        match SCRATCH.with_borrow_mut(|s| read(stream, &mut s.input)) {
+            Ok(0) => break,
+            Ok(n) => discarded += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Turns a client away with [`protocol::BUSY`], closing in order within [`LINGER`].
+pub async fn refuse(stream: Async<TcpStream>) {
+    // A fresh socket's send buffer is empty, so this short line is taken whole.
+    if write(&stream, protocol::BUSY).is_err() {
+        return;
+    }
+    let _ = future::or(finish(&stream), async {
+        Timer::after(LINGER).await;
+        Ok(())
+    })
+    .await;
+}

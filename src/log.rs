@@ -1,0 +1,81 @@
+//! One line per event on stderr: `<UTC time> <LEVEL> <message>`.
+//!
+//! Like the lab's `logging.warning(f"connection from ...")`, but with levels, so that a busy
+//! server can be told (`--quiet` or `JAM_LOG=warn`) to keep only what needs a person's attention.
+//! Each line is formatted first and written with one call, so lines from several threads never
+//! interleave.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+}
+
+impl Level {
+    /// Parses a `JAM_LOG` value.
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "off" | "none" => Level::Off,
+            "error" => Level::Error,
+            "warn" | "warning" => Level::Warn,
+            "info" => Level::Info,
+            "debug" => Level::Debug,
+            _ => return None,
+        })
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Level::Off => "OFF",
+            Level::Error => "ERROR",
+            Level::Warn => "WARN",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+        }
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+pub fn set_level(level: Level) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Writes one line; use the macros, which skip the formatting when the level is off.
+pub fn write(level: Level, args: fmt::Arguments<'_>) {
+    let line = format!(
+        "{:.3} {:<5} {args}\n",
+        jiff::Timestamp::now(),
+        level.label()
+    );
+    // Nowhere to report a failed write to stderr; dropping the line is all that is left.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+#[macro_export]
+macro_rules! error {
+    ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Error) { $crate::log::write($crate::log::Level::Error, format_args!($($t)*)) } };
+}
+#[macro_export]
+macro_rules! warn {
+    ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Warn) { $crate::log::write($crate::log::Level::Warn, format_args!($($t)*)) } };
+}
+#[macro_export]
+macro_rules! info {
+    ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Info) { $crate::log::write($crate::log::Level::Info, format_args!($($t)*)) } };
+}
+#[macro_export]
+macro_rules! debug {
+    ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Debug) { $crate::log::write($crate::log::Level::Debug, format_args!($($t)*)) } };
+}

@@ -1,0 +1,40 @@
+//! The `jam` binary: parses the command line and dispatches. Everything else is in the library.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use jam::cli::{self, Command};
+use jam::{client, log, server};
+
+fn main() -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let command = match cli::parse(std::env::args_os().skip(1), &env) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("jam: {e}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    let result = match command {
+        Command::Help(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Command::Serve { config, log: level } => {
+            log::set_level(level);
+            server::run(config)
+        }
+        Command::Query(args) => client::query(&args),
+        Command::Probe(args) => client::probe(&args),
+    };
+    // The one place an error is printed.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.print {
+                eprintln!("jam: {e}");
+            }
+            ExitCode::from(cli::EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The time server: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
+//!
+//! [`serve`] takes a bound listener, an executor and a [`Shutdown`]: tests bind `127.0.0.1:0`,
+//! read the port back and stop the server by triggering the shutdown. [`run`] is `jam serve`:
+//! it adds what is process-wide (signals, the open-files limit, the executor threads).
+//!
+//! Executor design: one `smol::Executor` shared by one thread per core. Connections are tasks
+//! that any thread may run, so a slow or busy client never holds up the others, and a burst on
+//! one connection is spread over the cores. async-io's reactor is driven by whichever thread is
+//! idle. (Issue 6 measures this against one executor per core with SO_REUSEPORT.)
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use event_listener::Event;
+use futures_lite::future;
+use smol::{Async, Executor, Timer};
+
+use crate::clock::{Clock, Zone};
+use crate::connection;
+use crate::shutdown::Shutdown;
+use crate::{Error, debug, info, sys, warn};
+
+/// How long a connection may send nothing (and take no reply) before it is closed. Five minutes
+/// leaves a person typing into `nc` all the time they need.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a client may take to finish a line it has started (against slow-loris clients that
+/// trickle a byte at a time to keep a connection forever).
+pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; past it a new client gets `ERROR server busy`. Also capped by the
+/// open-files limit less [`RESERVED_FDS`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// After SIGTERM, how long connections get to receive what they are owed before the server
+/// exits anyway. Docker waits 10 s before it kills, Kubernetes 30 s; 5 s fits well inside both.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// File descriptors kept back from connections: stdio, the listener, the reactor, and a margin.
+pub const RESERVED_FDS: u64 = 32;
+/// Pause after `accept` fails for lack of file descriptors, so the loop never spins.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Refused clients being closed at once, at most; past it they are dropped without the
+/// courtesy of `ERROR server busy`, so a flood cannot use up file descriptors this way.
+pub const MAX_REFUSING: usize = 64;
+
+/// The limits on what a client can make the server hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line, CR LF included.
+    pub max_line: usize,
+    pub idle_timeout: Duration,
+    pub line_timeout: Duration,
+    pub max_connections: usize,
+    pub grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_line: crate::protocol::DEFAULT_MAX_LINE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            line_timeout: DEFAULT_LINE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+/// What a server and its connections share.
+#[derive(Debug)]
+pub struct Shared {
+    pub clock: Clock,
+    pub limits: Limits,
+    pub shutdown: Shutdown,
+    /// Connections being served.
+    active: AtomicUsize,
+    /// Clients being turned away.
+    refusing: AtomicUsize,
+    /// Notified when `active` drops to zero.
+    drained: Event,
+}
+
+/// What a server did, reported when it stops.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub accepted: u64,
+    pub refused: u64,
+    /// Connections still open when the grace period ran out.
+    pub cut_off: usize,
+}
+
+/// Counts a connection as active for as long as it lives.
+struct Active(Arc<Shared>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.drained.notify(usize::MAX);
+        }
+    }
+}
+
+/// Serves `listener` on `ex` until `shutdown` is triggered, then stops accepting, tells every
+/// connection, and waits up to the grace period for them to finish.
+pub async fn serve(
+    ex: &Executor<'_>,
+    listener: Async<TcpListener>,
+    clock: Clock,
+    limits: Limits,
+    shutdown: Shutdown,
+) -> Stats {
+    let shared = Arc::new(Shared {
+        clock,
+        limits,
+        shutdown: shutdown.clone(),
+        active: AtomicUsize::new(0),
+        refusing: AtomicUsize::new(0),
+        drained: Event::new(),
+    });
+    let mut stats = Stats::default();
+    let mut out_of_fds = false;
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                if out_of_fds {
+                    info!("accepting connections again");
+                    out_of_fds = false;
+                }
+                admit(ex, &shared, stream, peer, &mut stats);
+            }
+            Some(Err(e)) if is_out_of_fds(&e) => {
+                if !out_of_fds {
+                    warn!(
+                        "cannot accept: {e}; serving the {} open connections and retrying every {} ms",
+                        shared.active.load(Ordering::SeqCst),
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    out_of_fds = true;
+                }
+                future::or(
+                    async {
+                        Timer::after(ACCEPT_BACKOFF).await;
+                    },
+                    shutdown.wait(),
+                )
+                .await;
+            }
+            // The client went away between connecting and being accepted, and the like.
+            Some(Err(e)) => debug!("accept: {e}"),
+        }
+    }
+    drop(listener);
+
+    let open = shared.active.load(Ordering::SeqCst);
+    info!(
+        "shutting down: stopped accepting; {open} connection(s) open, waiting up to {} ms",
+        shared.limits.grace.as_millis()
+    );
+    let drained = async {
+        loop {
+            let listener = shared.drained.listen();
+            if shared.active.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            listener.await;
+        }
+    };
+    let finished = future::or(drained, async {
+        Timer::after(shared.limits.grace).await;
+        false
+    })
+    .await;
+    if !finished {
+        stats.cut_off = shared.active.load(Ordering::SeqCst);
+        warn!(
+            "{} connection(s) still open after the grace period; closing them",
+            stats.cut_off
+        );
+    }
+    stats
+}
+
+/// Starts serving a freshly accepted client, or turns it away when the server is full.
+fn admit(
+    ex: &Executor<'_>,
+    shared: &Arc<Shared>,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    stats: &mut Stats,
+) {
+    let open = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+    let active = Active(shared.clone());
+    if open > shared.limits.max_connections {
+        drop(active);
+        stats.refused += 1;
+        warn!(
+            "server busy: refused {peer} ({} connections open)",
+            open - 1
+        );
+        if shared.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
+            let shared = shared.clone();
+            ex.spawn(async move {
+                connection::refuse(stream).await;
+                shared.refusing.fetch_sub(1, Ordering::SeqCst);
+            })
+            .detach();
+        } else {
+            shared.refusing.fetch_sub(1, Ordering::SeqCst);
+        }
+        return;
+    }
+    stats.accepted += 1;
+    // Replies are single small writes that should leave at once, not wait for Nagle.
+    let _ = stream.get_ref().set_nodelay(true);
+    info!("connection from {peer} ({open} open)");
+    ex.spawn(async move {
+        let summary = connection::serve(stream, &active.0).await;
+        info!(
+            "closed {peer} after {} request(s): {}",
+            summary.requests, summary.closed
+        );
+    })
+    .detach();
+}
+
+fn is_out_of_fds(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
+    )
+}
+
+/// Settings of `jam serve`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `--tz`, else `TZ` (already resolved to a [`Zone`] at start, so a bad name fails early).
+    pub zone_flag: Option<String>,
+    pub zone_env: Option<String>,
+    pub limits: Limits,
+    /// Executor threads; `None` for one per core.
+    pub threads: Option<usize>,
+}
+
+/// `jam serve`: serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
+pub fn run(config: Config) -> Result<(), Error> {
+    // Before any thread starts, so that every thread inherits the blocked mask.
+    let signals = sys::block_termination_signals()?;
+    let zone = Zone::resolve(config.zone_flag.as_deref(), config.zone_env.as_deref())?;
+    let open_files = sys::raise_open_files_limit();
+    let mut limits = config.limits;
+    let fd_capacity =
+        usize::try_from(open_files.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    if limits.max_connections > fd_capacity {
+        warn!(
+            "open-files limit {open_files} allows only {fd_capacity} connections, not {}; \
+             raise it (ulimit -n) to serve more",
+            limits.max_connections
+        );
+        limits.max_connections = fd_capacity;
+    }
+    let listener = Async::<TcpListener>::bind(config.listen).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::AddrInUse {
+            " (is another server already listening there?)"
+        } else {
+            ""
+        };
+        Error::new(format!("cannot listen on {}: {e}{hint}", config.listen))
+    })?;
+    let local = listener
+        .get_ref()
+        .local_addr()
+        .map_err(|e| Error::new(e.to_string()))?;
+    let threads = config
+        .threads
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    info!(
+        "jam {} listening on {local}; time zone {}; up to {} connections (open files {open_files}); \
+         line limit {} bytes, idle timeout {} s, line timeout {} s, grace {} ms; {threads} thread(s)",
+        env!("CARGO_PKG_VERSION"),
+        zone.name,
+        limits.max_connections,
+        limits.max_line,
+        limits.idle_timeout.as_secs_f64(),
+        limits.line_timeout.as_secs_f64(),
+        limits.grace.as_millis(),
+    );
+
+    let shutdown = Shutdown::new();
+    {
+        let shutdown = shutdown.clone();
+        thread::Builder::new()
+            .name("jam-signals".into())
+            .spawn(move || {
+                while let Some(signal) = sys::wait_for_signal(&signals) {
+                    if shutdown.trigger() {
+                        info!("received {signal}: shutting down");
+                    } else {
+                        info!("received {signal} again: already shutting down");
+                    }
+                }
+            })
+            .map_err(|e| Error::new(format!("cannot start the signal thread: {e}")))?;
+    }
+
+    let ex = Executor::new();
+    let stats = thread::scope(|scope| {
+        let done = Shutdown::new();
+        for i in 1..threads {
+            let (ex, done) = (&ex, done.clone());
+            thread::Builder::new()
+                .name(format!("jam-worker-{i}"))
+                .spawn_scoped(scope, move || smol::block_on(ex.run(done.wait())))
+                .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
+        }
+        let stats =
+            smol::block_on(ex.run(serve(&ex, listener, Clock::new(zone), limits, shutdown)));
+        done.trigger();
+        Ok::<Stats, Error>(stats)
+    })?;
+    info!(
+        "stopped: served {} connection(s), refused {} busy, cut off {}",
+        stats.accepted, stats.refused, stats.cut_off
+    );
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! The Unix calls jam makes, through nix, kept in one place.
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::Error;
+
+/// Blocks SIGTERM and SIGINT in the calling thread and returns the set, for [`wait_for_signal`].
+///
+/// Call it first thing, before any thread exists: threads inherit the signal mask, so the
+/// signals then reach only the thread that waits for them with `sigwait`, and no handler runs
+/// in the middle of the executor. This also works when jam is PID 1 in a container, where the
+/// kernel drops signals that have the default action: a blocked signal is queued, not dropped.
+pub fn block_termination_signals() -> Result<SigSet, Error> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()
+        .map_err(|e| Error::new(format!("cannot block SIGTERM/SIGINT: {e}")))?;
+    Ok(set)
+}
+
+/// Waits until a signal of `set` arrives (the set must be blocked).
+pub fn wait_for_signal(set: &SigSet) -> Option<Signal> {
+    set.wait().ok()
+}
+
+/// Raises this process's soft limit on open files to the hard limit and returns the new soft
+/// limit. Every connection is a file descriptor; the default soft limit (often 1024) would cap
+/// the server far below what the machine can hold.
+pub fn raise_open_files_limit() -> u64 {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        // Without an answer, assume the usual default.
+        Err(_) => 1024,
+    }
+}
