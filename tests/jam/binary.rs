@@ -1,1 +1,384 @@
-//! placeholder
+//! The real `jam` executable as a subprocess: what is process-wide (signals, exit codes, the
+//! startup checks, output formats), the lab's nc one-liner, and the static build.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::{Client, HANG, Reaped, assert_time, have, lines_of, require, wait_for_line};
+
+const JAM: &str = env!("CARGO_BIN_EXE_jam");
+
+/// A `jam serve` child listening on an ephemeral loopback port, read back from its log.
+struct Served {
+    child: Reaped,
+    addr: SocketAddr,
+    /// The startup line.
+    started: String,
+    log: Receiver<String>,
+}
+
+fn serve(args: &[&str]) -> Served {
+    let mut child = Command::new(JAM)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("JAM_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jam serve");
+    let log = lines_of(child.stderr.take().unwrap());
+    let child = Reaped(child);
+    let line = wait_for_line(&log, "listening on ");
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    Served {
+        child,
+        addr: addr.parse().unwrap(),
+        started: line.clone(),
+        log,
+    }
+}
+
+impl Served {
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.0.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the server to exit and returns its exit code.
+    fn exit_code(&mut self) -> i32 {
+        let deadline = Instant::now() + HANG;
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                return status.code().expect("exited, not killed");
+            }
+            assert!(Instant::now() < deadline, "jam serve did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn jam(args: &[&str]) -> Output {
+    Command::new(JAM)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run jam")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_is_printed_for_every_command_and_bad_usage_exits_2() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["query", "--help"],
+        &["probe", "--help"],
+    ] {
+        let out = jam(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(text(&out.stdout).contains("Usage: jam"), "{args:?}");
+    }
+    assert!(text(&jam(&["serve", "--help"]).stdout).contains("[default: 0.0.0.0:45000]"));
+    let out = jam(&["serve", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr), "jam: invalid option '--no-such-flag'\n");
+    assert_eq!(jam(&[]).status.code(), Some(2));
+}
+
+#[test]
+fn an_unknown_time_zone_is_refused_at_start_by_name() {
+    let out = jam(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tz",
+        "Mars/Olympus_Mons",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("jam: unknown time zone \"Mars/Olympus_Mons\""),
+        "{err}"
+    );
+
+    let out = Command::new(JAM)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TZ", "Asia/Jakata")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("\"Asia/Jakata\""));
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = jam(&["serve", "--listen", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("jam: cannot listen on {addr}:")),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_startup_line_names_version_zone_limits_and_capacity() {
+    let s = serve(&[
+        "--tz",
+        "Asia/Jakarta",
+        "--max-connections",
+        "77",
+        "--threads",
+        "3",
+    ]);
+    let line = &s.started;
+    assert!(
+        line.contains(concat!("jam ", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    assert!(line.contains("time zone Asia/Jakarta"), "{line}");
+    assert!(line.contains("up to 77 connections (open files "), "{line}");
+    assert!(line.contains("line limit 1024 bytes"), "{line}");
+    assert!(line.contains("3 thread(s)"), "{line}");
+}
+
+#[test]
+fn replies_are_in_the_requested_zone() {
+    for (zone, offset) in [("UTC", 0), ("Asia/Jakarta", 7 * 3600), ("WIB-7", 7 * 3600)] {
+        let s = serve(&["--tz", zone]);
+        let out = jam(&["query", &s.addr.to_string()]);
+        assert_eq!(out.status.code(), Some(0));
+        let reply = text(&out.stdout);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let expected = (now + offset).rem_euclid(86_400);
+        let t = jam::protocol::parse_time_reply(reply.trim_end().as_bytes()).expect(&reply);
+        let got = i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second);
+        let diff = (got - expected).rem_euclid(86_400);
+        assert!(
+            diff <= 5 || diff >= 86_400 - 5,
+            "{zone}: {reply} vs {expected}"
+        );
+    }
+}
+
+#[test]
+fn query_prints_each_reply_and_exits_0() {
+    let mut s = serve(&[]);
+    let out = jam(&[
+        "query",
+        &s.addr.to_string(),
+        "--count",
+        "3",
+        "--interval",
+        "50ms",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in lines {
+        assert_time(&format!("{line}\r\n"));
+    }
+    let closed = wait_for_line(&s.log, "closed 127.0.0.1");
+    assert!(
+        closed.ends_with("after 4 request(s): client sent QUIT"),
+        "{closed}"
+    );
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.exit_code(), 0);
+}
+
+#[test]
+fn query_failures_are_one_line_and_exit_1() {
+    // Refused: a port that was just free.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = jam(&["query", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("jam: cannot connect to 127.0.0.1:{port}:")),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+
+    // Silent: a listener that accepts (in the backlog) but never answers.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = mute.local_addr().unwrap().to_string();
+    let out = jam(&["query", &addr, "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("jam: no reply from {addr}: no answer within 300ms\n")
+    );
+
+    // Not jam: a server that answers something else.
+    let liar = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = liar.local_addr().unwrap().to_string();
+    let t = std::thread::spawn(move || {
+        let (mut c, _) = liar.accept().unwrap();
+        c.write_all(b"HTTP/1.0 200 OK\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let out = jam(&["query", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("jam: {addr} sent something that is not a jam reply: \"HTTP/1.0 200 OK\"\n")
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn probe_exits_0_when_healthy_and_1_when_not_silently() {
+    let s = serve(&[]);
+    let out = jam(&["probe", &s.addr.to_string()]);
+    assert_eq!(
+        (out.status.code(), out.stdout.len(), out.stderr.len()),
+        (Some(0), 0, 0)
+    );
+    let out = jam(&["probe", "-v", &s.addr.to_string()]);
+    assert!(text(&out.stdout).starts_with(&format!("healthy: {} answered JAM ", s.addr)));
+
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = mute.local_addr().unwrap().to_string();
+    let out = jam(&["probe", &addr, "--timeout", "300ms"]);
+    assert_eq!(
+        (out.status.code(), out.stdout.len(), out.stderr.len()),
+        (Some(1), 0, 0)
+    );
+    let out = jam(&["probe", "-v", &addr, "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("jam: unhealthy: "));
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert_eq!(
+        jam(&["probe", &format!("127.0.0.1:{port}")]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn sigterm_delivers_owed_replies_then_exits_0() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut s = serve(&[]);
+        let mut idle = Client::connect(s.addr);
+        idle.time();
+        let mut busy = Client::connect(s.addr);
+        busy.time();
+        busy.send(b"TIME\r\n");
+        s.signal(signal);
+        assert_time(&busy.line());
+        assert_eq!(busy.line(), "ERROR server shutting down\r\n");
+        assert_eq!(busy.rest(), "");
+        assert_eq!(idle.line(), "ERROR server shutting down\r\n");
+        assert_eq!(idle.rest(), "");
+        assert_eq!(s.exit_code(), 0, "{signal}");
+        wait_for_line(&s.log, &format!("received {signal}"));
+        wait_for_line(&s.log, "stopped: served 2 connection(s)");
+    }
+}
+
+#[test]
+fn the_labs_nc_one_liner_works() {
+    if !require("nc (Debian's netcat-openbsd)", have("nc", "-h")) {
+        return;
+    }
+    // The sheet's exact command. nc keeps the connection after stdin ends, so the server's idle
+    // timeout is what ends it here, with a line saying so.
+    let s = serve(&["--idle-timeout", "1s"]);
+    let line = format!(
+        "printf \"TIME\\r\\n\" | nc {} {}",
+        s.addr.ip(),
+        s.addr.port()
+    );
+    let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.split_inclusive("\r\n");
+    assert_time(lines.next().unwrap_or_default());
+    assert_eq!(lines.next(), Some("ERROR idle timeout\r\n"));
+
+    // With -N nc half-closes after stdin ends, and the server closes at once.
+    let line = format!(
+        "printf 'TIME\\r\\nTIME\\r\\n' | nc -N {} {}",
+        s.addr.ip(),
+        s.addr.port()
+    );
+    let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.len(), 28, "{stdout:?}");
+    stdout.split_inclusive("\r\n").for_each(assert_time);
+
+    // nc -C turns typed LF into CR LF; without it the server says what is wrong.
+    let line = format!(
+        "printf 'TIME\\nQUIT\\n' | nc -C {} {}",
+        s.addr.ip(),
+        s.addr.port()
+    );
+    let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+    assert_time(&text(&out.stdout));
+    let line = format!("printf 'TIME\\n' | nc -N {} {}", s.addr.ip(), s.addr.port());
+    let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "ERROR line must end with CR LF (with nc, use -C)\r\n"
+    );
+}
+
+#[test]
+fn the_static_build_has_no_interpreter_and_runs() {
+    let Some(path) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
+        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
+        return;
+    };
+    let elf = std::fs::read(&path).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert!(
+        !has_interpreter(&elf),
+        "{} is dynamically linked",
+        path.display()
+    );
+    let out = Command::new(&path).arg("--version").output().unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        concat!("jam ", env!("CARGO_PKG_VERSION"), "\n")
+    );
+    eprintln!("static binary {}: {} bytes", path.display(), elf.len());
+}
+
+/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header (a dynamic loader).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..phnum)
+        .any(|i| u32::from_le_bytes(elf[phoff + i * phentsize..][..4].try_into().unwrap()) == 3)
+}

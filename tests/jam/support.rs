@@ -31,7 +31,12 @@ pub fn require(what: &str, available: bool) -> bool {
 
 /// Whether `program` runs (`program arg` exits, whatever its status).
 pub fn have(program: &str, arg: &str) -> bool {
-    Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 /// A jam server running in-process on 127.0.0.1 with an ephemeral port.
@@ -66,7 +71,11 @@ impl TestServer {
             helper.join().unwrap();
             stats
         });
-        TestServer { addr, shutdown, thread: Some(thread) }
+        TestServer {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
     }
 
     pub fn connect(&self) -> Client {
@@ -118,7 +127,9 @@ impl Client {
     /// Everything until the server closes; fails on a reset.
     pub fn rest(&mut self) -> String {
         let mut rest = Vec::new();
-        self.reader.read_to_end(&mut rest).expect("read until close");
+        self.reader
+            .read_to_end(&mut rest)
+            .expect("read until close");
         String::from_utf8(rest).unwrap()
     }
 
@@ -137,8 +148,13 @@ impl Client {
 
 /// Asserts `line` is `JAM hh:mm:ss` + CR LF.
 pub fn assert_time(line: &str) {
-    let body = line.strip_suffix("\r\n").unwrap_or_else(|| panic!("no CR LF: {line:?}"));
-    assert!(jam::protocol::parse_time_reply(body.as_bytes()).is_some(), "not a time reply: {line:?}");
+    let body = line
+        .strip_suffix("\r\n")
+        .unwrap_or_else(|| panic!("no CR LF: {line:?}"));
+    assert!(
+        jam::protocol::parse_time_reply(body.as_bytes()).is_some(),
+        "not a time reply: {line:?}"
+    );
 }
 
 /// A child process that is killed and reaped when dropped, so no test leaves one running.
