@@ -106,14 +106,16 @@ Usage: jam query [OPTIONS] [HOST[:PORT]]
 
 Connects, sends TIME + CR LF, prints the JAM reply line, sends QUIT + CR LF and waits for the
 server to close. Exits 1 with a one-line error if the connection is refused, a step times out,
-or the reply is not a JAM line.
+or the reply is not a JAM line. SIGTERM or SIGINT ends a repeating query cleanly, exit 0.
 
 Arguments:
   [HOST[:PORT]]           server to ask; a name, IPv4 or [IPv6] address [default: 127.0.0.1:{port}]
 
 Options:
-  -n, --count N           requests to send on the one connection [default: 1]
+  -n, --count N           requests to send; 0 for until SIGTERM or SIGINT [default: 1]
   -i, --interval DUR      pause between requests [default: 1s]
+  -r, --reconnect         a new connection for each request (connect, TIME, QUIT), as the
+                          lab's nc clients do; without it, all requests share one connection
   -t, --timeout DUR       limit on each step: connect, reply, close [default: {timeout}]
   -h, --help              print this help
 ",
@@ -257,13 +259,15 @@ fn parse_query(p: &mut lexopt::Parser) -> Result<Command, Error> {
         count: 1,
         interval: Duration::from_secs(1),
         timeout: client::DEFAULT_QUERY_TIMEOUT,
+        reconnect: false,
     };
     let mut target = None;
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
             Short('n') | Long("count") => {
-                args.count = count(&text(p)?).map_err(in_flag("--count"))? as u64
+                args.count = requests(&text(p)?).map_err(in_flag("--count"))?
             }
+            Short('r') | Long("reconnect") => args.reconnect = true,
             Short('i') | Long("interval") => {
                 args.interval = duration_or_zero(&text(p)?).map_err(in_flag("--interval"))?
             }
@@ -324,6 +328,12 @@ pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
     }
     s.parse()
         .map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:45000 or [::]:45000"))
+}
+
+/// A whole number, 0 included.
+fn requests(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a whole number"))
 }
 
 /// A whole number of at least 1.
@@ -486,6 +496,10 @@ mod tests {
             (Target::default(), Duration::from_secs(1), true)
         );
         assert!(parse_with(&["query", "a", "b"], &[]).is_err());
+        let Command::Query(q) = parse_with(&["query", "-r", "--count", "0"], &[]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((q.count, q.reconnect), (0, true));
     }
 
     #[test]

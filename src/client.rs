@@ -14,8 +14,9 @@ use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use smol::Timer;
 
-use crate::Error;
 use crate::protocol::{self, DEFAULT_PORT};
+use crate::shutdown::Shutdown;
+use crate::{Error, sys};
 
 /// How long `jam query` waits for each step (connect, reply, close).
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -240,24 +241,59 @@ impl Session {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueryArgs {
     pub target: Target,
+    /// Requests to send; 0 for until stopped.
     pub count: u64,
     pub interval: Duration,
     pub timeout: Duration,
+    /// A fresh connection per request (connect, TIME, QUIT), as the lab's nc clients do.
+    pub reconnect: bool,
 }
 
-/// `jam query`: prints one reply line per request, on one connection.
+/// `jam query`: prints one reply line per request. SIGTERM or SIGINT ends it cleanly, with QUIT
+/// sent, which matters when it runs as PID 1 in a client container, where nobody else would.
 pub fn query(args: &QueryArgs) -> Result<(), Error> {
+    let stop = Shutdown::new();
+    if args.count != 1 {
+        sys::stop_on_signal(&stop, "jam-query-signals")?;
+    }
     smol::block_on(async {
-        let mut session = Session::connect(&args.target, args.timeout).await?;
-        for i in 0..args.count {
-            if i > 0 {
-                Timer::after(args.interval).await;
+        let mut session = None;
+        let mut sent = 0;
+        while args.count == 0 || sent < args.count {
+            if sent > 0 && stopped_during(args.interval, &stop).await {
+                break;
             }
-            let line = session.time().await?;
-            println!("{line}");
+            let current = match session.take() {
+                Some(current) => current,
+                None => Session::connect(&args.target, args.timeout).await?,
+            };
+            let current = session.insert(current);
+            println!("{}", current.time().await?);
+            sent += 1;
+            if args.reconnect {
+                session.take().expect("just inserted").quit().await?;
+            }
         }
-        session.quit().await
+        match session {
+            Some(session) => session.quit().await,
+            None => Ok(()),
+        }
     })
+}
+
+/// Sleeps for `pause`; returns true if `stop` was triggered first.
+async fn stopped_during(pause: Duration, stop: &Shutdown) -> bool {
+    future::or(
+        async {
+            Timer::after(pause).await;
+            false
+        },
+        async {
+            stop.wait().await;
+            true
+        },
+    )
+    .await
 }
 
 /// Settings of `jam probe`.

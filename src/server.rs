@@ -253,8 +253,9 @@ pub struct Config {
 
 /// `jam serve`: serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
 pub fn run(config: Config) -> Result<(), Error> {
-    // Before any thread starts, so that every thread inherits the blocked mask.
-    let signals = sys::block_termination_signals()?;
+    // First, before any thread starts, so that every thread inherits the blocked signal mask.
+    let shutdown = Shutdown::new();
+    sys::stop_on_signal(&shutdown, "jam-signals")?;
     let zone = Zone::resolve(config.zone_flag.as_deref(), config.zone_env.as_deref())?;
     let open_files = sys::raise_open_files_limit();
     let mut limits = config.limits;
@@ -295,23 +296,6 @@ pub fn run(config: Config) -> Result<(), Error> {
         limits.line_timeout.as_secs_f64(),
         limits.grace.as_millis(),
     );
-
-    let shutdown = Shutdown::new();
-    {
-        let shutdown = shutdown.clone();
-        thread::Builder::new()
-            .name("jam-signals".into())
-            .spawn(move || {
-                while let Some(signal) = sys::wait_for_signal(&signals) {
-                    if shutdown.trigger() {
-                        info!("received {signal}: shutting down");
-                    } else {
-                        info!("received {signal} again: already shutting down");
-                    }
-                }
-            })
-            .map_err(|e| Error::new(format!("cannot start the signal thread: {e}")))?;
-    }
 
     let ex = Executor::new();
     let stats = thread::scope(|scope| {

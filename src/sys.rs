@@ -4,6 +4,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::Error;
+use crate::shutdown::Shutdown;
 
 /// Blocks SIGTERM and SIGINT in the calling thread and returns the set, for [`wait_for_signal`].
 ///
@@ -23,6 +24,26 @@ pub fn block_termination_signals() -> Result<SigSet, Error> {
 /// Waits until a signal of `set` arrives (the set must be blocked).
 pub fn wait_for_signal(set: &SigSet) -> Option<Signal> {
     set.wait().ok()
+}
+
+/// Blocks SIGTERM and SIGINT and starts a thread that triggers `stop` when one arrives.
+/// Must be called before any other thread starts (see [`block_termination_signals`]).
+pub fn stop_on_signal(stop: &Shutdown, thread_name: &str) -> Result<(), Error> {
+    let signals = block_termination_signals()?;
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name(thread_name.into())
+        .spawn(move || {
+            while let Some(signal) = wait_for_signal(&signals) {
+                if stop.trigger() {
+                    crate::info!("received {signal}: stopping");
+                } else {
+                    crate::info!("received {signal} again: already stopping");
+                }
+            }
+        })
+        .map_err(|e| Error::new(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
 }
 
 /// Raises this process's soft limit on open files to the hard limit and returns the new soft

@@ -1,1 +1,381 @@
-//! placeholder
+//! The FROM scratch image and the compose lab, tested as a user meets them: build the image,
+//! bring the three machines up under a test project name, and check what the issue promises.
+//!
+//! Needs Docker with compose (v2 plugin or v1 `docker-compose`) and the static binary that
+//! `tests/run` builds (`JAM_STATIC_BIN`). The capture check also needs root, tcpdump and tshark.
+//! Everything the test creates (containers, networks, the test image) is removed by a guard,
+//! also when a check fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::{Client, HANG, Reaped, have, require};
+
+const IMAGE: &str = "jam:test";
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn docker(args: &[&str]) -> Command {
+    let mut c = Command::new("docker");
+    c.args(args);
+    c
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A compose project made by this test, taken down (with its test image) when dropped.
+struct Lab {
+    project: String,
+    v2: bool,
+}
+
+impl Lab {
+    fn compose(&self, args: &[&str]) -> Command {
+        let mut c = if self.v2 {
+            let mut c = Command::new("docker");
+            c.arg("compose");
+            c
+        } else {
+            Command::new("docker-compose")
+        };
+        c.current_dir(repo())
+            .args(["-p", &self.project, "-f", "docker-compose.yml"])
+            .args(args)
+            .env("JAM_IMAGE", IMAGE)
+            .env("JAM_PUBLISH", "127.0.0.1:")
+            .env("JAM_INTERVAL", "1s")
+            .env("TZ", "Asia/Jakarta");
+        c
+    }
+
+    fn container(&self, service: &str) -> String {
+        ok(&mut self.compose(&["ps", "-q", service]))
+            .trim()
+            .to_string()
+    }
+
+    fn inspect(&self, id: &str, format: &str) -> String {
+        ok(&mut docker(&["inspect", "-f", format, id]))
+            .trim()
+            .to_string()
+    }
+
+    fn logs(&self, service: &str) -> String {
+        ok(&mut self.compose(&["logs", "--no-color", service]))
+    }
+
+    /// Waits until `service`'s log satisfies `pred`.
+    fn wait_logs(&self, service: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let logs = self.logs(service);
+            if pred(&logs) {
+                return logs;
+            }
+            assert!(
+                start.elapsed() < HANG * 3,
+                "{service}: never saw {what}; logs:\n{logs}"
+            );
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn down(&self) {
+        let _ = run(&mut self.compose(&["down", "--remove-orphans", "--timeout", "5"]));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.down();
+        let _ = run(&mut docker(&["image", "rm", "-f", IMAGE]));
+    }
+}
+
+fn compose_available() -> Option<bool> {
+    if run(&mut docker(&["compose", "version"])).status.success() {
+        Some(true)
+    } else if have("docker-compose", "version") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// JAM_STATIC_BIN staged where the Dockerfile expects it.
+fn stage_binary() -> Option<PathBuf> {
+    let bin = PathBuf::from(std::env::var_os("JAM_STATIC_BIN")?);
+    let dist = repo().join("dist/amd64");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::copy(&bin, dist.join("jam")).unwrap();
+    Some(bin)
+}
+
+#[test]
+fn the_compose_lab_recreates_the_sheet() {
+    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"]))
+        .status
+        .success();
+    if !require("a running Docker engine", docker_up) {
+        return;
+    }
+    let Some(v2) = compose_available() else {
+        require("docker compose or docker-compose", false);
+        return;
+    };
+    let Some(bin) = stage_binary() else {
+        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
+        return;
+    };
+    assert!(
+        !Path::new("/sys/class/net/progjar-network").exists(),
+        "a lab is already running (progjar-network exists): stop it with deploy/lab down"
+    );
+    let lab = Lab {
+        project: format!("jamtest{}", std::process::id()),
+        v2,
+    };
+
+    // The image: FROM scratch, the binary and nothing else, hardened defaults.
+    ok(docker(&["build", "-t", IMAGE, "."]).current_dir(repo()));
+    check_image(&bin);
+
+    ok(&mut lab.compose(&["up", "-d", "--no-build"]));
+    let server = lab.container("mesin1");
+    let start = Instant::now();
+    while lab.inspect(&server, "{{.State.Health.Status}}") != "healthy" {
+        assert!(start.elapsed() < HANG * 3, "mesin1 never became healthy");
+        thread::sleep(Duration::from_millis(250));
+    }
+
+    // Both clients print JAM replies; the server logs both client addresses.
+    let jam_lines = |logs: &str| logs.lines().filter(|l| l.contains("JAM ")).count();
+    for client in ["mesin2", "mesin3"] {
+        let logs = lab.wait_logs(client, "two JAM replies", |l| jam_lines(l) >= 2);
+        for line in logs.lines().filter(|l| l.contains("JAM ")) {
+            let reply = line.rsplit("JAM ").next().unwrap().trim();
+            assert!(
+                jam::protocol::parse_time_reply(format!("JAM {reply}").as_bytes()).is_some(),
+                "{line}"
+            );
+        }
+    }
+    lab.wait_logs("mesin1", "both clients", |l| {
+        l.contains("connection from 172.16.16.102:") && l.contains("connection from 172.16.16.103:")
+    });
+
+    // From the host, through the port published on loopback.
+    let published = ok(&mut lab.compose(&["port", "mesin1", "45000"]));
+    let addr = published.trim().parse().expect("published address");
+    assert!(
+        matches!(addr, std::net::SocketAddr::V4(a) if a.ip().is_loopback()),
+        "{addr}"
+    );
+    Client::connect(addr).time();
+
+    // Both clients at once, one-off queries as a person would run them.
+    let queries: Vec<_> = ["mesin2", "mesin3"]
+        .iter()
+        .map(|m| {
+            let mut c = lab.compose(&[
+                "exec",
+                "-T",
+                m,
+                "/jam",
+                "query",
+                "172.16.16.101",
+                "-n",
+                "5",
+                "-i",
+                "0",
+            ]);
+            thread::spawn(move || ok(&mut c))
+        })
+        .collect();
+    for q in queries {
+        assert_eq!(
+            q.join()
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("JAM "))
+                .count(),
+            5
+        );
+    }
+
+    check_hardening(&lab, &server);
+    capture_shows_the_sheets_exchange();
+
+    // `stop` ends every machine at once: SIGTERM handled by jam as PID 1, exit code 0 (a
+    // container killed after the stop timeout would show 137).
+    let clients = [lab.container("mesin2"), lab.container("mesin3")];
+    let stopping = Instant::now();
+    ok(&mut lab.compose(&["stop", "--timeout", "10"]));
+    eprintln!("compose stop took {:?}", stopping.elapsed());
+    for id in [&server, &clients[0], &clients[1]] {
+        assert_eq!(lab.inspect(id, "{{.State.ExitCode}}"), "0", "{id}");
+    }
+    let logs = lab.logs("mesin1");
+    assert!(logs.contains("received SIGTERM: stopping"), "{logs}");
+    assert!(logs.contains("stopped: served "), "{logs}");
+
+    // Nothing is left behind.
+    lab.down();
+    let label = format!("label=com.docker.compose.project={}", lab.project);
+    assert_eq!(
+        ok(&mut docker(&["ps", "-aq", "--filter", &label])).trim(),
+        ""
+    );
+    assert_eq!(
+        ok(&mut docker(&["network", "ls", "-q", "--filter", &label])).trim(),
+        ""
+    );
+}
+
+fn check_image(bin: &Path) {
+    let field = |f: &str| {
+        ok(&mut docker(&["image", "inspect", "-f", f, IMAGE]))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("{{.Config.User}}"), "65534:65534");
+    assert_eq!(field("{{json .Config.Entrypoint}}"), r#"["/jam"]"#);
+    assert_eq!(field("{{json .Config.Cmd}}"), r#"["serve"]"#);
+    assert_eq!(
+        field("{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD","/jam","probe"]"#
+    );
+    assert_eq!(
+        field("{{json .Config.ExposedPorts}}"),
+        r#"{"45000/tcp":{}}"#
+    );
+    assert_eq!(field("{{.Architecture}}"), "amd64");
+    assert_eq!(
+        field(r#"{{index .Config.Labels "org.opencontainers.image.title"}}"#),
+        "jam"
+    );
+    // One layer with content, the size of the binary: nothing else is in the image.
+    let size: u64 = field("{{.Size}}").parse().unwrap();
+    let binary = std::fs::metadata(bin).unwrap().len();
+    assert_eq!(size, binary, "the image holds more than the binary");
+    let history = ok(&mut docker(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.Size}} {{.CreatedBy}}",
+        IMAGE,
+    ]));
+    let layers: Vec<&str> = history.lines().filter(|l| !l.starts_with("0B ")).collect();
+    assert_eq!(layers.len(), 1, "{history}");
+    assert!(
+        layers[0].contains("COPY") && layers[0].contains("/jam"),
+        "{history}"
+    );
+    eprintln!("image {IMAGE}: {size} bytes");
+}
+
+fn check_hardening(lab: &Lab, server: &str) {
+    let i = |f: &str| lab.inspect(server, f);
+    assert_eq!(i("{{.Config.User}}"), "65534:65534");
+    assert_eq!(i("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    assert_eq!(i("{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+    assert!(i("{{json .HostConfig.SecurityOpt}}").contains("no-new-privileges"));
+    assert_eq!(i("{{.HostConfig.PidsLimit}}"), "64");
+    assert_eq!(i("{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped");
+    assert!(i("{{json .Config.Env}}").contains("TZ=Asia/Jakarta"));
+    // The clients do not inherit the server's health check.
+    let client = lab.container("mesin2");
+    assert_eq!(
+        lab.inspect(&client, "{{json .Config.Healthcheck.Test}}"),
+        r#"["NONE"]"#
+    );
+    assert_eq!(
+        lab.inspect(&client, "{{.HostConfig.ReadonlyRootfs}}"),
+        "true"
+    );
+    // The lab network: internal, the course's subnet and addresses, the bridge named for captures.
+    let net = format!("{}_progjar-network", lab.project);
+    let n = |f: &str| {
+        ok(&mut docker(&["network", "inspect", "-f", f, &net]))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(n("{{.Internal}}"), "true");
+    assert_eq!(
+        n("{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}"),
+        "172.16.16.0/24 172.16.16.1"
+    );
+    assert_eq!(
+        n(r#"{{index .Options "com.docker.network.bridge.name"}}"#),
+        "progjar-network"
+    );
+    let addrs = n("{{range .Containers}}{{.IPv4Address}} {{end}}");
+    for a in ["172.16.16.101/24", "172.16.16.102/24", "172.16.16.103/24"] {
+        assert!(addrs.contains(a), "{addrs}");
+    }
+}
+
+/// Captures the clients' sessions on the lab bridge and checks the sheet's sequence in each.
+fn capture_shows_the_sheets_exchange() {
+    let root = nix::unistd::Uid::effective().is_root();
+    let tools = have("tcpdump", "--version") && have("tshark", "--version");
+    if !require(
+        "root with tcpdump and tshark (packet capture)",
+        root && tools,
+    ) {
+        return;
+    }
+    let pcap = std::env::temp_dir().join(format!("jam-lab-{}.pcap", std::process::id()));
+    let tcpdump = Command::new("tcpdump")
+        .args(["-i", "progjar-network", "-U", "-w"])
+        .arg(&pcap)
+        .arg("tcp port 45000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tcpdump = Reaped(tcpdump);
+    // The clients query every second; four seconds hold several whole sessions of each.
+    thread::sleep(Duration::from_secs(4));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tcpdump.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    drop(tcpdump);
+    let sessions = crate::support::tcp_sessions(&pcap);
+    let _ = std::fs::remove_file(&pcap);
+    eprintln!("captured {} session(s) on progjar-network", sessions.len());
+    for client in ["172.16.16.102", "172.16.16.103"] {
+        let complete: Vec<_> = sessions
+            .iter()
+            .filter(|s| s.client == client && s.complete)
+            .collect();
+        assert!(
+            !complete.is_empty(),
+            "no whole session of {client} captured: {sessions:#?}"
+        );
+        for s in complete {
+            s.assert_sheet_sequence();
+        }
+    }
+}

@@ -197,3 +197,141 @@ pub fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> St
 pub fn io_kind(r: io::Result<usize>) -> Option<io::ErrorKind> {
     r.err().map(|e| e.kind())
 }
+
+/// One TCP connection to port 45000 as a capture shows it.
+#[derive(Debug)]
+pub struct TcpSession {
+    pub client: String,
+    /// Starts with the client's SYN and holds both FINs.
+    pub complete: bool,
+    pub packets: Vec<Packet>,
+}
+
+#[derive(Debug)]
+pub struct Packet {
+    pub from_client: bool,
+    pub flags: u16,
+    pub payload: Vec<u8>,
+}
+
+const FIN: u16 = 0x01;
+const SYN: u16 = 0x02;
+const RST: u16 = 0x04;
+const ACK: u16 = 0x10;
+
+impl TcpSession {
+    /// The lab sheet's exchange: SYN, SYN-ACK, ACK; the client's 6-byte `TIME\r\n`; the server's
+    /// 14-byte `JAM hh:mm:ss\r\n`; FIN and ACK from both sides; no RST.
+    pub fn assert_sheet_sequence(&self) {
+        let p = &self.packets;
+        let flags: Vec<(bool, u16)> = p
+            .iter()
+            .take(3)
+            .map(|p| (p.from_client, p.flags & 0x3f))
+            .collect();
+        assert_eq!(
+            flags,
+            [(true, SYN), (false, SYN | ACK), (true, ACK)],
+            "{self:#?}"
+        );
+        let mut data = p.iter().filter(|p| !p.payload.is_empty());
+        let request = data.next().expect("a request");
+        assert!(
+            request.from_client && request.payload == b"TIME\r\n",
+            "{self:#?}"
+        );
+        let reply = data.next().expect("a reply");
+        assert!(!reply.from_client && reply.payload.len() == 14, "{self:#?}");
+        assert_time(std::str::from_utf8(&reply.payload).unwrap());
+        assert!(
+            p.iter().any(|p| p.from_client && p.flags & FIN != 0),
+            "no FIN from the client"
+        );
+        assert!(
+            p.iter().any(|p| !p.from_client && p.flags & FIN != 0),
+            "no FIN from the server"
+        );
+        assert!(p.iter().all(|p| p.flags & RST == 0), "a reset: {self:#?}");
+    }
+}
+
+/// Reads a pcap with tshark and groups its port-45000 packets into sessions.
+pub fn tcp_sessions(pcap: &std::path::Path) -> Vec<TcpSession> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-Y",
+            "tcp.port == 45000",
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+        ])
+        .args([
+            "-e",
+            "tcp.stream",
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "tcp.flags",
+            "-e",
+            "tcp.payload",
+        ])
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sessions: Vec<(String, TcpSession)> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [stream, src, dport, flags, payload] = f[..] else {
+            continue;
+        };
+        let from_client = dport == "45000";
+        let flags = u16::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+        let hex: String = payload.chars().filter(|c| *c != ':').collect();
+        let payload = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let packet = Packet {
+            from_client,
+            flags,
+            payload,
+        };
+        match sessions.iter_mut().find(|(s, _)| s == stream) {
+            Some((_, session)) => session.packets.push(packet),
+            None => {
+                let client = if from_client {
+                    src.to_string()
+                } else {
+                    String::new()
+                };
+                sessions.push((
+                    stream.to_string(),
+                    TcpSession {
+                        client,
+                        complete: false,
+                        packets: vec![packet],
+                    },
+                ));
+            }
+        }
+    }
+    sessions
+        .into_iter()
+        .map(|(_, mut s)| {
+            let p = &s.packets;
+            s.complete = p[0].from_client
+                && p[0].flags & 0x3f == SYN
+                && p.iter().any(|p| p.from_client && p.flags & FIN != 0)
+                && p.iter().any(|p| !p.from_client && p.flags & FIN != 0);
+            s
+        })
+        .collect()
+}
