@@ -382,3 +382,23 @@ fn has_interpreter(elf: &[u8]) -> bool {
     (0..phnum)
         .any(|i| u32::from_le_bytes(elf[phoff + i * phentsize..][..4].try_into().unwrap()) == 3)
 }
+
+#[test]
+fn the_readme_shows_the_real_help() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["query", "--help"],
+        &["probe", "--help"],
+    ] {
+        let help = text(&jam(args).stdout);
+        let shown = format!("$ jam {}\n{help}```", args.join(" "));
+        assert!(
+            readme.contains(&shown),
+            "README.md does not show the current `jam {}`:\n{help}",
+            args.join(" ")
+        );
+    }
+}
