@@ -12,6 +12,7 @@ use lexopt::prelude::*;
 
 use crate::Error;
 use crate::client::{self, ProbeArgs, QueryArgs, Target};
+use crate::lab::LabArgs;
 use crate::log::Level;
 use crate::protocol::{DEFAULT_PORT, MIN_MAX_LINE};
 use crate::server::{self, Config, Limits};
@@ -25,6 +26,7 @@ pub enum Command {
     },
     Query(QueryArgs),
     Probe(ProbeArgs),
+    Lab(LabArgs),
     /// Print this text to stdout and exit 0.
     Help(String),
 }
@@ -47,6 +49,7 @@ Commands:
   serve   run the time server: TIME + CR LF gets JAM hh:mm:ss + CR LF
   query   ask a server for the time, like printf 'TIME\\r\\n' | nc HOST 45000
   probe   health check for containers: exit 0 if a server answers, 1 if not
+  lab     the three-machine lab on 127.16.16.x: no root, no Docker
 
 Options:
   -h, --help      print help (also after a command: jam serve --help)
@@ -146,6 +149,27 @@ Options:
     )
 }
 
+fn lab_help() -> String {
+    format!(
+        "jam lab: the course's three-machine experiment on the loopback range
+
+Usage: jam lab [OPTIONS]
+
+Needs no root and no Docker. mesin1 serves on 127.16.16.101; mesin2 and mesin3 connect from
+127.16.16.102 and 127.16.16.103 at the same time, each running connect, TIME, QUIT a few times.
+Prints the transcript, the server's log included, and exits 0 when every query was answered.
+
+Options:
+  -p, --port PORT         mesin1's port; 0 for any free one [default: {port}]
+  -n, --rounds N          sessions each client runs [default: 3]
+  -i, --interval DUR      pause between a client's sessions [default: 1s]
+      --tz ZONE           time zone of the replies [env: TZ] [default: the system's, else UTC]
+  -h, --help              print this help
+",
+        port = DEFAULT_PORT,
+    )
+}
+
 /// Parses the arguments after the program name. `env` looks up an environment variable.
 pub fn parse<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error>
 where
@@ -154,9 +178,7 @@ where
     let mut parser = lexopt::Parser::from_args(args);
     let command = match parser.next().map_err(usage)? {
         None => {
-            return Err(Error::new(
-                "a command is needed: serve, query or probe (see jam --help)",
-            ));
+            return Err(Error::new("a command is needed: serve, query, probe or lab (see jam --help)"));
         }
         Some(Short('h') | Long("help")) => return Ok(Command::Help(main_help())),
         Some(Short('V') | Long("version")) => return Ok(Command::Help(version() + "\n")),
@@ -167,9 +189,10 @@ where
         "serve" => parse_serve(&mut parser, env),
         "query" => parse_query(&mut parser),
         "probe" => parse_probe(&mut parser),
+        "lab" => parse_lab(&mut parser, env),
         "help" => Ok(Command::Help(main_help())),
         other => Err(Error::new(format!(
-            "unknown command {other:?}: expected serve, query or probe (see jam --help)"
+            "unknown command {other:?}: expected serve, query, probe or lab (see jam --help)"
         ))),
     }
 }
@@ -178,10 +201,7 @@ fn usage(e: lexopt::Error) -> Error {
     Error::new(e.to_string())
 }
 
-fn parse_serve(
-    p: &mut lexopt::Parser,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Command, Error> {
+fn parse_serve(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error> {
     // Environment first, so that flags parsed next override it.
     let from_env = |name: &str| env(name).filter(|v| !v.is_empty());
     let mut listen = match from_env("JAM_LISTEN") {
@@ -209,24 +229,17 @@ fn parse_serve(
         None => None,
     };
     let mut log = match from_env("JAM_LOG") {
-        Some(v) => Level::parse(&v).ok_or_else(|| {
-            Error::new(format!(
-                "JAM_LOG={v:?}: expected error, warn, info, debug or off"
-            ))
-        })?,
+        Some(v) => Level::parse(&v)
+            .ok_or_else(|| Error::new(format!("JAM_LOG={v:?}: expected error, warn, info, debug or off")))?,
         None => Level::Info,
     };
     let mut zone_flag = None;
 
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
-            Short('l') | Long("listen") => {
-                listen = listen_addr(&text(p)?).map_err(in_flag("--listen"))?
-            }
+            Short('l') | Long("listen") => listen = listen_addr(&text(p)?).map_err(in_flag("--listen"))?,
             Long("tz") => zone_flag = Some(text(p)?),
-            Long("max-line") => {
-                limits.max_line = line_limit(&text(p)?).map_err(in_flag("--max-line"))?
-            }
+            Long("max-line") => limits.max_line = line_limit(&text(p)?).map_err(in_flag("--max-line"))?,
             Long("idle-timeout") => {
                 limits.idle_timeout = duration(&text(p)?).map_err(in_flag("--idle-timeout"))?
             }
@@ -243,13 +256,7 @@ fn parse_serve(
             other => return Err(usage(other.unexpected())),
         }
     }
-    let config = Config {
-        listen,
-        zone_flag,
-        zone_env: env("TZ"),
-        limits,
-        threads,
-    };
+    let config = Config { listen, zone_flag, zone_env: env("TZ"), limits, threads };
     Ok(Command::Serve { config, log })
 }
 
@@ -264,9 +271,7 @@ fn parse_query(p: &mut lexopt::Parser) -> Result<Command, Error> {
     let mut target = None;
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
-            Short('n') | Long("count") => {
-                args.count = requests(&text(p)?).map_err(in_flag("--count"))?
-            }
+            Short('n') | Long("count") => args.count = requests(&text(p)?).map_err(in_flag("--count"))?,
             Short('r') | Long("reconnect") => args.reconnect = true,
             Short('i') | Long("interval") => {
                 args.interval = duration_or_zero(&text(p)?).map_err(in_flag("--interval"))?
@@ -275,9 +280,7 @@ fn parse_query(p: &mut lexopt::Parser) -> Result<Command, Error> {
                 args.timeout = duration(&text(p)?).map_err(in_flag("--timeout"))?
             }
             Short('h') | Long("help") => return Ok(Command::Help(query_help())),
-            Value(v) if target.is_none() => {
-                target = Some(Target::parse(&v.string().map_err(usage)?)?)
-            }
+            Value(v) if target.is_none() => target = Some(Target::parse(&v.string().map_err(usage)?)?),
             other => return Err(usage(other.unexpected())),
         }
     }
@@ -286,11 +289,8 @@ fn parse_query(p: &mut lexopt::Parser) -> Result<Command, Error> {
 }
 
 fn parse_probe(p: &mut lexopt::Parser) -> Result<Command, Error> {
-    let mut args = ProbeArgs {
-        target: Target::default(),
-        timeout: client::DEFAULT_PROBE_TIMEOUT,
-        verbose: false,
-    };
+    let mut args =
+        ProbeArgs { target: Target::default(), timeout: client::DEFAULT_PROBE_TIMEOUT, verbose: false };
     let mut target = None;
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
@@ -299,14 +299,39 @@ fn parse_probe(p: &mut lexopt::Parser) -> Result<Command, Error> {
             }
             Short('v') | Long("verbose") => args.verbose = true,
             Short('h') | Long("help") => return Ok(Command::Help(probe_help())),
-            Value(v) if target.is_none() => {
-                target = Some(Target::parse(&v.string().map_err(usage)?)?)
-            }
+            Value(v) if target.is_none() => target = Some(Target::parse(&v.string().map_err(usage)?)?),
             other => return Err(usage(other.unexpected())),
         }
     }
     args.target = target.unwrap_or_default();
     Ok(Command::Probe(args))
+}
+
+fn parse_lab(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error> {
+    let mut args = LabArgs {
+        port: DEFAULT_PORT,
+        rounds: 3,
+        interval: Duration::from_secs(1),
+        zone_flag: None,
+        zone_env: env("TZ"),
+    };
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('p') | Long("port") => {
+                args.port = text(p)?.parse().map_err(|_| Error::new("--port: expected a port number"))?
+            }
+            Short('n') | Long("rounds") => {
+                args.rounds = count(&text(p)?).map_err(in_flag("--rounds"))? as u64
+            }
+            Short('i') | Long("interval") => {
+                args.interval = duration_or_zero(&text(p)?).map_err(in_flag("--interval"))?
+            }
+            Long("tz") => args.zone_flag = Some(text(p)?),
+            Short('h') | Long("help") => return Ok(Command::Help(lab_help())),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    Ok(Command::Lab(args))
 }
 
 fn text(p: &mut lexopt::Parser) -> Result<String, Error> {
@@ -326,14 +351,12 @@ pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
-    s.parse()
-        .map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:45000 or [::]:45000"))
+    s.parse().map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:45000 or [::]:45000"))
 }
 
 /// A whole number, 0 included.
 fn requests(s: &str) -> Result<u64, String> {
-    s.parse::<u64>()
-        .map_err(|_| format!("{s:?} is not a whole number"))
+    s.parse::<u64>().map_err(|_| format!("{s:?} is not a whole number"))
 }
 
 /// A whole number of at least 1.
@@ -347,9 +370,7 @@ pub fn count(s: &str) -> Result<usize, String> {
 fn line_limit(s: &str) -> Result<usize, String> {
     let n = count(s)?;
     if n < MIN_MAX_LINE {
-        return Err(format!(
-            "{n} is too small: TIME plus CR LF needs {MIN_MAX_LINE} bytes"
-        ));
+        return Err(format!("{n} is too small: TIME plus CR LF needs {MIN_MAX_LINE} bytes"));
     }
     Ok(n)
 }
@@ -377,15 +398,8 @@ mod tests {
     use super::*;
 
     fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, Error> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let lookup = move |k: &str| {
-            env.iter()
-                .find(|(name, _)| name == k)
-                .map(|(_, v)| v.clone())
-        };
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |k: &str| env.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone());
         parse(args.iter().map(OsString::from), &lookup)
     }
 
@@ -401,10 +415,7 @@ mod tests {
         let (c, log) = serve(&["serve"], &[]);
         assert_eq!(c.listen, "0.0.0.0:45000".parse().unwrap());
         assert_eq!(c.limits, Limits::default());
-        assert_eq!(
-            (c.threads, c.zone_flag, c.zone_env, log),
-            (None, None, None, Level::Info)
-        );
+        assert_eq!((c.threads, c.zone_flag, c.zone_env, log), (None, None, None, Level::Info));
     }
 
     #[test]
@@ -420,10 +431,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.limits.max_connections, 5);
-        assert_eq!(
-            (log, c.zone_env.as_deref()),
-            (Level::Debug, Some("Asia/Jakarta"))
-        );
+        assert_eq!((log, c.zone_env.as_deref()), (Level::Debug, Some("Asia/Jakarta")));
 
         let (c, log) = serve(
             &[
@@ -459,17 +467,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag_or_variable() {
-        let err = parse_with(&["serve", "--max-line", "3"], &[])
-            .unwrap_err()
-            .to_string();
+        let err = parse_with(&["serve", "--max-line", "3"], &[]).unwrap_err().to_string();
         assert!(err.starts_with("--max-line: 3 is too small"), "{err}");
-        let err = parse_with(&["serve"], &[("JAM_GRACE", "later")])
-            .unwrap_err()
-            .to_string();
+        let err = parse_with(&["serve"], &[("JAM_GRACE", "later")]).unwrap_err().to_string();
         assert!(err.starts_with("environment variable JAM_GRACE:"), "{err}");
-        let err = parse_with(&["serve", "--bogus"], &[])
-            .unwrap_err()
-            .to_string();
+        let err = parse_with(&["serve", "--bogus"], &[]).unwrap_err().to_string();
         assert!(err.contains("--bogus"), "{err}");
         let err = parse_with(&["fly"], &[]).unwrap_err().to_string();
         assert!(err.contains("unknown command \"fly\""), "{err}");
@@ -478,8 +480,7 @@ mod tests {
 
     #[test]
     fn query_and_probe() {
-        let Command::Query(q) =
-            parse_with(&["query", "mesin1", "-n", "3", "--interval", "0"], &[]).unwrap()
+        let Command::Query(q) = parse_with(&["query", "mesin1", "-n", "3", "--interval", "0"], &[]).unwrap()
         else {
             panic!()
         };
@@ -487,18 +488,12 @@ mod tests {
             (q.target.host.as_str(), q.target.port, q.count, q.interval),
             ("mesin1", 45000, 3, Duration::ZERO)
         );
-        let Command::Probe(p) = parse_with(&["probe", "-v", "--timeout", "1s"], &[]).unwrap()
-        else {
+        let Command::Probe(p) = parse_with(&["probe", "-v", "--timeout", "1s"], &[]).unwrap() else {
             panic!()
         };
-        assert_eq!(
-            (p.target, p.timeout, p.verbose),
-            (Target::default(), Duration::from_secs(1), true)
-        );
+        assert_eq!((p.target, p.timeout, p.verbose), (Target::default(), Duration::from_secs(1), true));
         assert!(parse_with(&["query", "a", "b"], &[]).is_err());
-        let Command::Query(q) = parse_with(&["query", "-r", "--count", "0"], &[]).unwrap() else {
-            panic!()
-        };
+        let Command::Query(q) = parse_with(&["query", "-r", "--count", "0"], &[]).unwrap() else { panic!() };
         assert_eq!((q.count, q.reconnect), (0, true));
     }
 
@@ -512,14 +507,9 @@ mod tests {
             &["query", "-h"],
             &["probe", "--help"],
         ] {
-            assert!(
-                matches!(parse_with(args, &[]), Ok(Command::Help(_))),
-                "{args:?}"
-            );
+            assert!(matches!(parse_with(args, &[]), Ok(Command::Help(_))), "{args:?}");
         }
-        let Ok(Command::Help(v)) = parse_with(&["--version"], &[]) else {
-            panic!()
-        };
+        let Ok(Command::Help(v)) = parse_with(&["--version"], &[]) else { panic!() };
         assert_eq!(v, format!("jam {}\n", env!("CARGO_PKG_VERSION")));
     }
 }

@@ -7,12 +7,12 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use smol::Timer;
+use smol::{Async, Timer};
 
 use crate::protocol::{self, DEFAULT_PORT};
 use crate::shutdown::Shutdown;
@@ -37,19 +37,12 @@ impl Target {
     /// Parses `HOST`, `HOST:PORT`, `IPv4`, `IPv4:PORT`, `IPv6` or `[IPv6]:PORT`; the port
     /// defaults to 45000.
     pub fn parse(s: &str) -> Result<Target, Error> {
-        let bad = || {
-            Error::new(format!(
-                "invalid server address {s:?}: expected HOST or HOST:PORT"
-            ))
-        };
+        let bad = || Error::new(format!("invalid server address {s:?}: expected HOST or HOST:PORT"));
         if s.is_empty() {
             return Err(bad());
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Target {
-                host: ip.to_string(),
-                port: DEFAULT_PORT,
-            });
+            return Ok(Target { host: ip.to_string(), port: DEFAULT_PORT });
         }
         let (host, port) = match s.strip_prefix('[') {
             Some(rest) => {
@@ -72,19 +65,13 @@ impl Target {
         if host.is_empty() || host.contains(['/', ' ', '[', ']']) {
             return Err(bad());
         }
-        Ok(Target {
-            host: host.to_string(),
-            port,
-        })
+        Ok(Target { host: host.to_string(), port })
     }
 }
 
 impl Default for Target {
     fn default() -> Target {
-        Target {
-            host: "127.0.0.1".into(),
-            port: DEFAULT_PORT,
-        }
+        Target { host: "127.0.0.1".into(), port: DEFAULT_PORT }
     }
 }
 
@@ -107,10 +94,7 @@ async fn deadline<T>(
 ) -> Result<T, Error> {
     future::or(fut, async {
         Timer::after(limit).await;
-        Err(Error::new(format!(
-            "{what} {target}: no answer within {}",
-            show(limit)
-        )))
+        Err(Error::new(format!("{what} {target}: no answer within {}", show(limit))))
     })
     .await
 }
@@ -135,25 +119,31 @@ pub struct Session {
 impl Session {
     /// Connects to `target`, resolving its name if it has one.
     pub async fn connect(target: &Target, timeout: Duration) -> Result<Session, Error> {
+        Session::connect_from(None, target, timeout).await
+    }
+
+    /// Connects to `target` from the local address `source`, if one is given.
+    pub async fn connect_from(
+        source: Option<IpAddr>,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<Session, Error> {
         let connect = async {
-            TcpStream::connect((target.host.as_str(), target.port))
-                .await
-                .map_err(|e| {
-                    let hint = match e.kind() {
-                        io::ErrorKind::ConnectionRefused => " (is `jam serve` running there?)",
-                        _ => "",
-                    };
-                    Error::new(format!("cannot connect to {target}: {e}{hint}"))
-                })
+            let stream = match source {
+                None => TcpStream::connect((target.host.as_str(), target.port)).await,
+                Some(source) => connect_from(source, target).await,
+            };
+            stream.map_err(|e| {
+                let hint = match e.kind() {
+                    io::ErrorKind::ConnectionRefused => " (is `jam serve` running there?)",
+                    _ => "",
+                };
+                Error::new(format!("cannot connect to {target}: {e}{hint}"))
+            })
         };
         let stream = deadline(timeout, target, "cannot connect to", connect).await?;
         let _ = stream.set_nodelay(true);
-        Ok(Session {
-            stream,
-            target: target.clone(),
-            timeout,
-            buf: Vec::new(),
-        })
+        Ok(Session { stream, target: target.clone(), timeout, buf: Vec::new() })
     }
 
     /// Asks for the time and returns the reply line, checked, without its CR LF.
@@ -195,10 +185,7 @@ impl Session {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| self.io_error("sending to", e))
+        self.stream.write_all(bytes).await.map_err(|e| self.io_error("sending to", e))
     }
 
     /// Reads up to CR LF; returns the line without it.
@@ -217,16 +204,9 @@ impl Session {
                 )));
             }
             let mut chunk = [0u8; 128];
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| self.io_error("reading from", e))?;
+            let n = self.stream.read(&mut chunk).await.map_err(|e| self.io_error("reading from", e))?;
             if n == 0 {
-                return Err(Error::new(format!(
-                    "{} closed the connection without a reply",
-                    self.target
-                )));
+                return Err(Error::new(format!("{} closed the connection without a reply", self.target)));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -235,6 +215,20 @@ impl Session {
     fn io_error(&self, what: &str, e: io::Error) -> Error {
         Error::new(format!("{what} {}: {e}", self.target))
     }
+}
+
+/// Connects from `source` (port chosen by the kernel) to a target that is an address.
+async fn connect_from(source: IpAddr, target: &Target) -> io::Result<TcpStream> {
+    let ip: IpAddr = target.host.parse().map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "a source address needs the server's address, not a name")
+    })?;
+    let socket = sys::connect_from(SocketAddr::new(source, 0), SocketAddr::new(ip, target.port))?;
+    let stream = Async::new(socket)?;
+    stream.writable().await?;
+    if let Some(e) = stream.get_ref().take_error()? {
+        return Err(e);
+    }
+    Ok(TcpStream::from(stream))
 }
 
 /// Settings of `jam query`.
@@ -306,18 +300,13 @@ pub struct ProbeArgs {
 
 /// `jam probe`: succeeds when a jam reply arrives within the deadline. Silent unless verbose.
 pub fn probe(args: &ProbeArgs) -> Result<(), Error> {
-    let result = smol::block_on(deadline(
-        args.timeout,
-        &args.target,
-        "no reply from",
-        async {
-            let mut session = Session::connect(&args.target, args.timeout).await?;
-            let line = session.time().await?;
-            // The reply is what counts; a slow close does not make the server unhealthy.
-            let _ = session.quit().await;
-            Ok(line)
-        },
-    ));
+    let result = smol::block_on(deadline(args.timeout, &args.target, "no reply from", async {
+        let mut session = Session::connect(&args.target, args.timeout).await?;
+        let line = session.time().await?;
+        // The reply is what counts; a slow close does not make the server unhealthy.
+        let _ = session.quit().await;
+        Ok(line)
+    }));
     match result {
         Ok(line) => {
             if args.verbose {
@@ -335,20 +324,14 @@ mod tests {
     use super::*;
 
     fn t(host: &str, port: u16) -> Target {
-        Target {
-            host: host.into(),
-            port,
-        }
+        Target { host: host.into(), port }
     }
 
     #[test]
     fn targets_parse_with_and_without_port() {
         assert_eq!(Target::parse("mesin1").unwrap(), t("mesin1", 45000));
         assert_eq!(Target::parse("mesin1:1234").unwrap(), t("mesin1", 1234));
-        assert_eq!(
-            Target::parse("172.16.16.101").unwrap(),
-            t("172.16.16.101", 45000)
-        );
+        assert_eq!(Target::parse("172.16.16.101").unwrap(), t("172.16.16.101", 45000));
         assert_eq!(Target::parse("127.0.0.1:9").unwrap(), t("127.0.0.1", 9));
         assert_eq!(Target::parse("::1").unwrap(), t("::1", 45000));
         assert_eq!(Target::parse("[::1]").unwrap(), t("::1", 45000));
@@ -358,16 +341,7 @@ mod tests {
 
     #[test]
     fn bad_targets_are_rejected() {
-        for bad in [
-            "",
-            ":45000",
-            "host:",
-            "host:0",
-            "host:70000",
-            "[::1",
-            "[nope]:1",
-            "a b",
-        ] {
+        for bad in ["", ":45000", "host:", "host:0", "host:70000", "[::1", "[nope]:1", "a b"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

@@ -28,10 +28,7 @@ pub struct Zone {
 impl Zone {
     /// Coordinated Universal Time.
     pub fn utc() -> Zone {
-        Zone {
-            tz: TimeZone::UTC,
-            name: "UTC".into(),
-        }
+        Zone { tz: TimeZone::UTC, name: "UTC".into() }
     }
 
     /// An IANA name (`Asia/Jakarta`) or a POSIX TZ rule (`WIB-7`), with glibc's optional leading
@@ -39,24 +36,16 @@ impl Zone {
     pub fn named(spec: &str) -> Result<Zone, Error> {
         let spec = spec.strip_prefix(':').unwrap_or(spec);
         if let Ok(tz) = TimeZone::get(spec) {
-            return Ok(Zone {
-                name: tz.iana_name().unwrap_or(spec).to_string(),
-                tz,
-            });
+            return Ok(Zone { name: tz.iana_name().unwrap_or(spec).to_string(), tz });
         }
         // A POSIX rule names its standard time with at least three letters and gives an offset;
         // the parser accepts "UTC0" or "WIB-7" but not a misspelt "Asia/Jakata".
-        TimeZone::posix(spec)
-            .map(|tz| Zone {
-                tz,
-                name: spec.to_string(),
-            })
-            .map_err(|_| {
-                Error::new(format!(
-                    "unknown time zone {spec:?}: give an IANA name such as Asia/Jakarta or a POSIX \
+        TimeZone::posix(spec).map(|tz| Zone { tz, name: spec.to_string() }).map_err(|_| {
+            Error::new(format!(
+                "unknown time zone {spec:?}: give an IANA name such as Asia/Jakarta or a POSIX \
                  rule such as WIB-7"
-                ))
-            })
+            ))
+        })
     }
 
     /// The zone in force: `flag` (from `--tz`) if given, else `env_tz` (the `TZ` variable) if
@@ -66,10 +55,7 @@ impl Zone {
             return Zone::named(spec);
         }
         match TimeZone::try_system() {
-            Ok(tz) => Ok(Zone {
-                name: tz.iana_name().unwrap_or("system local time").to_string(),
-                tz,
-            }),
+            Ok(tz) => Ok(Zone { name: tz.iana_name().unwrap_or("system local time").to_string(), tz }),
             Err(_) => Ok(Zone::utc()),
         }
     }
@@ -90,10 +76,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(zone: Zone) -> Clock {
-        Clock {
-            zone,
-            cache: AtomicU64::new(EMPTY),
-        }
+        Clock { zone, cache: AtomicU64::new(EMPTY) }
     }
 
     pub fn zone(&self) -> &Zone {
@@ -102,9 +85,7 @@ impl Clock {
 
     /// The time of day now.
     pub fn now(&self) -> WallTime {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.at(secs)
     }
 
@@ -119,8 +100,7 @@ impl Clock {
             .unwrap_or(0);
         let of_day = (unix_seconds as i64 + i64::from(offset)).rem_euclid(86_400) as u64;
         // Two threads may race to fill the cache for the same second; both write the same word.
-        self.cache
-            .store(unix_seconds << DAY_BITS | of_day, Ordering::Relaxed);
+        self.cache.store(unix_seconds << DAY_BITS | of_day, Ordering::Relaxed);
         WallTime::from_seconds_of_day(of_day as u32)
     }
 }
@@ -168,16 +148,8 @@ mod tests {
 
     #[test]
     fn flag_beats_env_and_empty_env_is_unset() {
-        assert_eq!(
-            Zone::resolve(Some("UTC"), Some("Asia/Jakarta"))
-                .unwrap()
-                .name,
-            "UTC"
-        );
-        assert_eq!(
-            Zone::resolve(None, Some("Asia/Jakarta")).unwrap().name,
-            "Asia/Jakarta"
-        );
+        assert_eq!(Zone::resolve(Some("UTC"), Some("Asia/Jakarta")).unwrap().name, "UTC");
+        assert_eq!(Zone::resolve(None, Some("Asia/Jakarta")).unwrap().name, "Asia/Jakarta");
         assert!(Zone::resolve(None, Some("")).is_ok());
         assert!(Zone::resolve(None, Some("Nowhere/Special")).is_err());
     }

@@ -114,16 +114,9 @@ pub async fn serve(stream: Async<TcpStream>, shared: &Shared) -> Summary {
         stopping: shutdown.is_none(),
         shutdown,
     };
-    let closed = if conn.stopping {
-        Closed::Shutdown
-    } else {
-        conn.run().await
-    };
+    let closed = if conn.stopping { Closed::Shutdown } else { conn.run().await };
     conn.close(&closed).await;
-    Summary {
-        closed,
-        requests: conn.requests,
-    }
+    Summary { closed, requests: conn.requests }
 }
 
 struct Connection<'a> {
@@ -359,9 +352,7 @@ impl Connection<'_> {
             },
             Closed::IdleTimeout => protocol::IDLE_TIMEOUT,
             Closed::LineTimeout => protocol::LINE_TIMEOUT,
-            Closed::Quit | Closed::ClientClosed | Closed::ClientClosedMidLine | Closed::TooLong => {
-                b""
-            }
+            Closed::Quit | Closed::ClientClosed | Closed::ClientClosedMidLine | Closed::TooLong => b"",
         };
         if self.send(farewell).is_err() {
             return;

@@ -12,6 +12,7 @@
 //! - [`server`]: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
 //! - [`shutdown`]: the stop signal that the server and every connection listen for.
 //! - [`client`]: `jam query` and `jam probe`.
+//! - [`lab`]: `jam lab`, the three-machine experiment on 127.16.16.x in one process.
 //! - [`sys`]: the Unix calls (signals, file-descriptor limit), through nix.
 //! - [`log`]: one line per event on stderr.
 //! - [`cli`]: command-line parsing into plain values; `main.rs` only dispatches.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod connection;
+pub mod lab;
 pub mod log;
 pub mod protocol;
 pub mod server;
@@ -39,10 +41,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Error {
-        Error {
-            message: message.into(),
-            print: true,
-        }
+        Error { message: message.into(), print: true }
     }
 
     /// The same error, not printed.

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,6 +45,15 @@ impl Level {
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
+/// Where lines go when not to stderr: `jam lab` writes the server's log into its transcript on
+/// stdout, each line after the machine's name.
+static TRANSCRIPT: OnceLock<String> = OnceLock::new();
+
+/// Sends every later line to stdout, after `prefix`. Only the first call has an effect.
+pub fn to_stdout(prefix: &str) {
+    let _ = TRANSCRIPT.set(prefix.to_string());
+}
+
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
@@ -54,13 +64,18 @@ pub fn enabled(level: Level) -> bool {
 
 /// Writes one line; use the macros, which skip the formatting when the level is off.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
-    let line = format!(
-        "{:.3} {:<5} {args}\n",
-        jiff::Timestamp::now(),
-        level.label()
-    );
-    // Nowhere to report a failed write to stderr; dropping the line is all that is left.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let time = jiff::Timestamp::now();
+    // Nowhere to report a failed write to the log; dropping the line is all that is left.
+    let _ = match TRANSCRIPT.get() {
+        Some(prefix) => {
+            let line = format!("{prefix}{time:.3} {:<5} {args}\n", level.label());
+            std::io::stdout().lock().write_all(line.as_bytes())
+        }
+        None => {
+            let line = format!("{time:.3} {:<5} {args}\n", level.label());
+            std::io::stderr().lock().write_all(line.as_bytes())
+        }
+    };
 }
 
 #[macro_export]

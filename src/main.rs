@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use jam::cli::{self, Command};
-use jam::{client, log, server};
+use jam::{client, lab, log, server};
 
 fn main() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         }
         Command::Query(args) => client::query(&args),
         Command::Probe(args) => client::probe(&args),
+        Command::Lab(args) => lab::run(&args),
     };
     // The one place an error is printed.
     match result {

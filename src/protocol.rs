@@ -43,11 +43,7 @@ impl WallTime {
     /// The time `seconds` after midnight; values of a day or more wrap.
     pub fn from_seconds_of_day(seconds: u32) -> WallTime {
         let s = seconds % 86_400;
-        WallTime {
-            hour: (s / 3600) as u8,
-            minute: (s / 60 % 60) as u8,
-            second: (s % 60) as u8,
-        }
+        WallTime { hour: (s / 3600) as u8, minute: (s / 60 % 60) as u8, second: (s % 60) as u8 }
     }
 
     /// The reply to `TIME`: `JAM hh:mm:ss\r\n`, built on the stack.
@@ -56,9 +52,7 @@ impl WallTime {
         let [h1, h2] = two(self.hour);
         let [m1, m2] = two(self.minute);
         let [s1, s2] = two(self.second);
-        [
-            b'J', b'A', b'M', b' ', h1, h2, b':', m1, m2, b':', s1, s2, b'\r', b'\n',
-        ]
+        [b'J', b'A', b'M', b' ', h1, h2, b':', m1, m2, b':', s1, s2, b'\r', b'\n']
     }
 }
 
@@ -169,35 +163,21 @@ pub fn respond(
         let Some(lf) = window.iter().position(|&b| b == b'\n') else {
             if rest.len() >= max_line {
                 out.extend_from_slice(RequestError::TooLong.reply());
-                return Answered {
-                    consumed: input.len(),
-                    lines: lines + 1,
-                    flow: Flow::TooLong,
-                };
+                return Answered { consumed: input.len(), lines: lines + 1, flow: Flow::TooLong };
             }
             break;
         };
         consumed += lf + 1;
         lines += 1;
         match parse_line(&rest[..=lf]) {
-            Ok(Request::Time) => {
-                out.extend_from_slice(time_reply.get_or_insert_with(|| now.reply()))
-            }
+            Ok(Request::Time) => out.extend_from_slice(time_reply.get_or_insert_with(|| now.reply())),
             Ok(Request::Quit) => {
-                return Answered {
-                    consumed,
-                    lines,
-                    flow: Flow::Quit,
-                };
+                return Answered { consumed, lines, flow: Flow::Quit };
             }
             Err(e) => out.extend_from_slice(e.reply()),
         }
     }
-    Answered {
-        consumed,
-        lines,
-        flow: Flow::Continue,
-    }
+    Answered { consumed, lines, flow: Flow::Continue }
 }
 
 /// Reads a server's reply line (without its CR LF) as a time, for the client and the probe.
@@ -206,14 +186,8 @@ pub fn parse_time_reply(line: &[u8]) -> Option<WallTime> {
     let [b'J', b'A', b'M', b' ', h1, h2, b':', m1, m2, b':', s1, s2] = *line else {
         return None;
     };
-    let two = |a: u8, b: u8| {
-        (a.is_ascii_digit() && b.is_ascii_digit()).then(|| (a - b'0') * 10 + (b - b'0'))
-    };
-    let t = WallTime {
-        hour: two(h1, h2)?,
-        minute: two(m1, m2)?,
-        second: two(s1, s2)?,
-    };
+    let two = |a: u8, b: u8| (a.is_ascii_digit() && b.is_ascii_digit()).then(|| (a - b'0') * 10 + (b - b'0'));
+    let t = WallTime { hour: two(h1, h2)?, minute: two(m1, m2)?, second: two(s1, s2)? };
     // 60 is allowed for a leap second.
     (t.hour < 24 && t.minute < 60 && t.second <= 60).then_some(t)
 }
@@ -223,100 +197,57 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const NOON: WallTime = WallTime {
-        hour: 12,
-        minute: 34,
-        second: 56,
-    };
+    const NOON: WallTime = WallTime { hour: 12, minute: 34, second: 56 };
     const BIG: usize = usize::MAX;
 
     /// Feeds `input` in one piece and returns (output, flow, bytes left unconsumed).
     fn run(input: &[u8]) -> (String, Flow, usize) {
         let mut out = Vec::new();
         let a = respond(input, NOON, DEFAULT_MAX_LINE, BIG, &mut out);
-        (
-            String::from_utf8(out).unwrap(),
-            a.flow,
-            input.len() - a.consumed,
-        )
+        (String::from_utf8(out).unwrap(), a.flow, input.len() - a.consumed)
     }
 
     #[test]
     fn time_reply_is_fourteen_bytes_of_24_hour_clock() {
         assert_eq!(&NOON.reply(), b"JAM 12:34:56\r\n");
-        let t = WallTime {
-            hour: 0,
-            minute: 5,
-            second: 9,
-        };
+        let t = WallTime { hour: 0, minute: 5, second: 9 };
         assert_eq!(&t.reply(), b"JAM 00:05:09\r\n");
-        assert_eq!(
-            &WallTime::from_seconds_of_day(86_399).reply(),
-            b"JAM 23:59:59\r\n"
-        );
-        assert_eq!(
-            WallTime::from_seconds_of_day(86_400),
-            WallTime::from_seconds_of_day(0)
-        );
+        assert_eq!(&WallTime::from_seconds_of_day(86_399).reply(), b"JAM 23:59:59\r\n");
+        assert_eq!(WallTime::from_seconds_of_day(86_400), WallTime::from_seconds_of_day(0));
     }
 
     #[test]
     fn time_and_lines_that_begin_with_time() {
-        assert_eq!(
-            run(b"TIME\r\n"),
-            ("JAM 12:34:56\r\n".into(), Flow::Continue, 0)
-        );
+        assert_eq!(run(b"TIME\r\n"), ("JAM 12:34:56\r\n".into(), Flow::Continue, 0));
         assert_eq!(run(b"TIME please\r\n").0, "JAM 12:34:56\r\n");
         assert_eq!(run(b"TIMEX\r\n").0, "JAM 12:34:56\r\n");
     }
 
     #[test]
     fn requests_are_case_sensitive() {
-        assert_eq!(
-            run(b"time\r\n").0,
-            "ERROR unknown request, expected TIME or QUIT\r\n"
-        );
+        assert_eq!(run(b"time\r\n").0, "ERROR unknown request, expected TIME or QUIT\r\n");
     }
 
     #[test]
     fn several_requests_in_one_segment_are_answered_in_order() {
         let (out, flow, left) = run(b"TIME\r\nHELLO\r\nTIME\r\n");
-        assert_eq!(
-            out,
-            "JAM 12:34:56\r\nERROR unknown request, expected TIME or QUIT\r\nJAM 12:34:56\r\n"
-        );
+        assert_eq!(out, "JAM 12:34:56\r\nERROR unknown request, expected TIME or QUIT\r\nJAM 12:34:56\r\n");
         assert_eq!((flow, left), (Flow::Continue, 0));
     }
 
     #[test]
     fn quit_ends_the_session_and_ignores_what_follows() {
         let mut out = Vec::new();
-        let a = respond(
-            b"TIME\r\nQUIT\r\nTIME\r\n",
-            NOON,
-            DEFAULT_MAX_LINE,
-            BIG,
-            &mut out,
-        );
+        let a = respond(b"TIME\r\nQUIT\r\nTIME\r\n", NOON, DEFAULT_MAX_LINE, BIG, &mut out);
         assert_eq!(out, b"JAM 12:34:56\r\n");
-        assert_eq!(
-            a,
-            Answered {
-                consumed: 12,
-                lines: 2,
-                flow: Flow::Quit
-            }
-        );
+        assert_eq!(a, Answered { consumed: 12, lines: 2, flow: Flow::Quit });
         assert_eq!(run(b"QUIT now\r\n").1, Flow::Quit);
     }
 
     #[test]
     fn an_incomplete_line_is_left_for_later() {
         assert_eq!(run(b"TI"), (String::new(), Flow::Continue, 2));
-        assert_eq!(
-            run(b"TIME\r\nTIME\r"),
-            ("JAM 12:34:56\r\n".into(), Flow::Continue, 5)
-        );
+        assert_eq!(run(b"TIME\r\nTIME\r"), ("JAM 12:34:56\r\n".into(), Flow::Continue, 5));
     }
 
     #[test]
@@ -324,48 +255,28 @@ mod tests {
         let (out, flow, _) = run(b"TIME\n");
         assert_eq!(out, "ERROR line must end with CR LF (with nc, use -C)\r\n");
         assert_eq!(flow, Flow::Continue);
-        assert_eq!(
-            run(b"\n").0,
-            "ERROR line must end with CR LF (with nc, use -C)\r\n"
-        );
+        assert_eq!(run(b"\n").0, "ERROR line must end with CR LF (with nc, use -C)\r\n");
     }
 
     #[test]
     fn empty_line_is_unknown() {
-        assert_eq!(
-            run(b"\r\n").0,
-            "ERROR unknown request, expected TIME or QUIT\r\n"
-        );
+        assert_eq!(run(b"\r\n").0, "ERROR unknown request, expected TIME or QUIT\r\n");
     }
 
     #[test]
     fn control_characters_are_rejected() {
-        for line in [
-            &b"TI\tME\r\n"[..],
-            b"TIME\r\r\n",
-            b"TIME\x7f\r\n",
-            b"\x00\r\n",
-            "TIME\u{85}\r\n".as_bytes(),
-        ] {
-            assert_eq!(
-                run(line).0,
-                "ERROR request contains a control character\r\n",
-                "{line:?}"
-            );
+        for line in
+            [&b"TI\tME\r\n"[..], b"TIME\r\r\n", b"TIME\x7f\r\n", b"\x00\r\n", "TIME\u{85}\r\n".as_bytes()]
+        {
+            assert_eq!(run(line).0, "ERROR request contains a control character\r\n", "{line:?}");
         }
     }
 
     #[test]
     fn utf8_is_checked_but_allowed() {
-        assert_eq!(
-            run(b"TIME \xff\r\n").0,
-            "ERROR request is not valid UTF-8\r\n"
-        );
+        assert_eq!(run(b"TIME \xff\r\n").0, "ERROR request is not valid UTF-8\r\n");
         assert_eq!(run("TIME café\r\n".as_bytes()).0, "JAM 12:34:56\r\n");
-        assert_eq!(
-            run("WAKTU\r\n".as_bytes()).0,
-            "ERROR unknown request, expected TIME or QUIT\r\n"
-        );
+        assert_eq!(run("WAKTU\r\n".as_bytes()).0, "ERROR unknown request, expected TIME or QUIT\r\n");
     }
 
     #[test]
@@ -374,20 +285,14 @@ mod tests {
         let fits = [&[b'T', b'I', b'M', b'E'][..], &[b'x'; 10], b"\r\n"].concat();
         assert_eq!(fits.len(), max);
         let mut out = Vec::new();
-        assert_eq!(
-            respond(&fits, NOON, max, BIG, &mut out).flow,
-            Flow::Continue
-        );
+        assert_eq!(respond(&fits, NOON, max, BIG, &mut out).flow, Flow::Continue);
         assert_eq!(out, b"JAM 12:34:56\r\n");
 
         // One byte more, complete or not, is too long; so is a partial line at the limit.
         for input in [[&fits[..14], b"x\r\n"].concat(), vec![b'x'; max]] {
             let mut out = Vec::new();
             let a = respond(&input, NOON, max, BIG, &mut out);
-            assert_eq!(
-                (a.flow, &out[..]),
-                (Flow::TooLong, RequestError::TooLong.reply())
-            );
+            assert_eq!((a.flow, &out[..]), (Flow::TooLong, RequestError::TooLong.reply()));
         }
         // One byte short of the limit without LF is merely incomplete.
         let mut out = Vec::new();
@@ -415,13 +320,7 @@ mod tests {
     #[test]
     fn time_replies_are_recognised() {
         assert_eq!(parse_time_reply(b"JAM 12:34:56"), Some(NOON));
-        for bad in [
-            &b"JAM 24:00:00"[..],
-            b"JAM 1:2:3",
-            b"JAM 12:34:56 ",
-            b"ERROR x",
-            b"jam 12:34:56",
-        ] {
+        for bad in [&b"JAM 24:00:00"[..], b"JAM 1:2:3", b"JAM 12:34:56 ", b"ERROR x", b"jam 12:34:56"] {
             assert_eq!(parse_time_reply(bad), None, "{bad:?}");
         }
     }

@@ -180,10 +180,7 @@ pub async fn serve(
     .await;
     if !finished {
         stats.cut_off = shared.active.load(Ordering::SeqCst);
-        warn!(
-            "{} connection(s) still open after the grace period; closing them",
-            stats.cut_off
-        );
+        warn!("{} connection(s) still open after the grace period; closing them", stats.cut_off);
     }
     stats
 }
@@ -201,10 +198,7 @@ fn admit(
     if open > shared.limits.max_connections {
         drop(active);
         stats.refused += 1;
-        warn!(
-            "server busy: refused {peer} ({} connections open)",
-            open - 1
-        );
+        warn!("server busy: refused {peer} ({} connections open)", open - 1);
         if shared.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
             let shared = shared.clone();
             ex.spawn(async move {
@@ -223,10 +217,7 @@ fn admit(
     info!("connection from {peer} ({open} open)");
     ex.spawn(async move {
         let summary = connection::serve(stream, &active.0).await;
-        info!(
-            "closed {peer} after {} request(s): {}",
-            summary.requests, summary.closed
-        );
+        info!("closed {peer} after {} request(s): {}", summary.requests, summary.closed);
     })
     .detach();
 }
@@ -259,8 +250,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let zone = Zone::resolve(config.zone_flag.as_deref(), config.zone_env.as_deref())?;
     let open_files = sys::raise_open_files_limit();
     let mut limits = config.limits;
-    let fd_capacity =
-        usize::try_from(open_files.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    let fd_capacity = usize::try_from(open_files.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
     if limits.max_connections > fd_capacity {
         warn!(
             "open-files limit {open_files} allows only {fd_capacity} connections, not {}; \
@@ -277,14 +267,9 @@ pub fn run(config: Config) -> Result<(), Error> {
         };
         Error::new(format!("cannot listen on {}: {e}{hint}", config.listen))
     })?;
-    let local = listener
-        .get_ref()
-        .local_addr()
-        .map_err(|e| Error::new(e.to_string()))?;
-    let threads = config
-        .threads
-        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let local = listener.get_ref().local_addr().map_err(|e| Error::new(e.to_string()))?;
+    let threads =
+        config.threads.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     info!(
         "jam {} listening on {local}; time zone {}; up to {} connections (open files {open_files}); \
          line limit {} bytes, idle timeout {} s, line timeout {} s, grace {} ms; {threads} thread(s)",
@@ -307,8 +292,7 @@ pub fn run(config: Config) -> Result<(), Error> {
                 .spawn_scoped(scope, move || smol::block_on(ex.run(done.wait())))
                 .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
         }
-        let stats =
-            smol::block_on(ex.run(serve(&ex, listener, Clock::new(zone), limits, shutdown)));
+        let stats = smol::block_on(ex.run(serve(&ex, listener, Clock::new(zone), limits, shutdown)));
         done.trigger();
         Ok::<Stats, Error>(stats)
     })?;

@@ -1,7 +1,13 @@
 //! The Unix calls jam makes, through nix, kept in one place.
 
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, socket};
 
 use crate::Error;
 use crate::shutdown::Shutdown;
@@ -16,8 +22,7 @@ pub fn block_termination_signals() -> Result<SigSet, Error> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
-    set.thread_block()
-        .map_err(|e| Error::new(format!("cannot block SIGTERM/SIGINT: {e}")))?;
+    set.thread_block().map_err(|e| Error::new(format!("cannot block SIGTERM/SIGINT: {e}")))?;
     Ok(set)
 }
 
@@ -58,5 +63,19 @@ pub fn raise_open_files_limit() -> u64 {
         Ok((soft, _)) => soft,
         // Without an answer, assume the usual default.
         Err(_) => 1024,
+    }
+}
+
+/// Starts a non-blocking TCP connection from `source` to `target`: binding before connecting is
+/// what lets `jam lab`'s clients speak from 127.16.16.102 and .103, and std cannot do it. The
+/// connection is under way when this returns; wait for the socket to be writable.
+pub fn connect_from(source: SocketAddr, target: SocketAddr) -> io::Result<std::net::TcpStream> {
+    let family = if target.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let fd: OwnedFd = socket(family, SockType::Stream, flags, None)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(source))?;
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(target)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => Ok(std::net::TcpStream::from(fd)),
+        Err(e) => Err(e.into()),
     }
 }

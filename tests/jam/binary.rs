@@ -37,19 +37,8 @@ fn serve(args: &[&str]) -> Served {
     let log = lines_of(child.stderr.take().unwrap());
     let child = Reaped(child);
     let line = wait_for_line(&log, "listening on ");
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap();
-    Served {
-        child,
-        addr: addr.parse().unwrap(),
-        started: line.clone(),
-        log,
-    }
+    let addr = line.split("listening on ").nth(1).unwrap().split(';').next().unwrap();
+    Served { child, addr: addr.parse().unwrap(), started: line.clone(), log }
 }
 
 impl Served {
@@ -71,11 +60,7 @@ impl Served {
 }
 
 fn jam(args: &[&str]) -> Output {
-    Command::new(JAM)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run jam")
+    Command::new(JAM).args(args).stdin(Stdio::null()).output().expect("run jam")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -84,12 +69,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn help_is_printed_for_every_command_and_bad_usage_exits_2() {
-    for args in [
-        &["--help"][..],
-        &["serve", "--help"],
-        &["query", "--help"],
-        &["probe", "--help"],
-    ] {
+    for args in [&["--help"][..], &["serve", "--help"], &["query", "--help"], &["probe", "--help"]] {
         let out = jam(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         assert!(text(&out.stdout).contains("Usage: jam"), "{args:?}");
@@ -103,19 +83,10 @@ fn help_is_printed_for_every_command_and_bad_usage_exits_2() {
 
 #[test]
 fn an_unknown_time_zone_is_refused_at_start_by_name() {
-    let out = jam(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tz",
-        "Mars/Olympus_Mons",
-    ]);
+    let out = jam(&["serve", "--listen", "127.0.0.1:0", "--tz", "Mars/Olympus_Mons"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.starts_with("jam: unknown time zone \"Mars/Olympus_Mons\""),
-        "{err}"
-    );
+    assert!(err.starts_with("jam: unknown time zone \"Mars/Olympus_Mons\""), "{err}");
 
     let out = Command::new(JAM)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -133,27 +104,14 @@ fn a_port_in_use_is_a_clear_error() {
     let out = jam(&["serve", "--listen", &addr]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.starts_with(&format!("jam: cannot listen on {addr}:")),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("jam: cannot listen on {addr}:")), "{err}");
 }
 
 #[test]
 fn the_startup_line_names_version_zone_limits_and_capacity() {
-    let s = serve(&[
-        "--tz",
-        "Asia/Jakarta",
-        "--max-connections",
-        "77",
-        "--threads",
-        "3",
-    ]);
+    let s = serve(&["--tz", "Asia/Jakarta", "--max-connections", "77", "--threads", "3"]);
     let line = &s.started;
-    assert!(
-        line.contains(concat!("jam ", env!("CARGO_PKG_VERSION"))),
-        "{line}"
-    );
+    assert!(line.contains(concat!("jam ", env!("CARGO_PKG_VERSION"))), "{line}");
     assert!(line.contains("time zone Asia/Jakarta"), "{line}");
     assert!(line.contains("up to 77 connections (open files "), "{line}");
     assert!(line.contains("line limit 1024 bytes"), "{line}");
@@ -167,32 +125,20 @@ fn replies_are_in_the_requested_zone() {
         let out = jam(&["query", &s.addr.to_string()]);
         assert_eq!(out.status.code(), Some(0));
         let reply = text(&out.stdout);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let expected = (now + offset).rem_euclid(86_400);
         let t = jam::protocol::parse_time_reply(reply.trim_end().as_bytes()).expect(&reply);
         let got = i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second);
         let diff = (got - expected).rem_euclid(86_400);
-        assert!(
-            diff <= 5 || diff >= 86_400 - 5,
-            "{zone}: {reply} vs {expected}"
-        );
+        assert!(diff <= 5 || diff >= 86_400 - 5, "{zone}: {reply} vs {expected}");
     }
 }
 
 #[test]
 fn query_prints_each_reply_and_exits_0() {
     let mut s = serve(&[]);
-    let out = jam(&[
-        "query",
-        &s.addr.to_string(),
-        "--count",
-        "3",
-        "--interval",
-        "50ms",
-    ]);
+    let out = jam(&["query", &s.addr.to_string(), "--count", "3", "--interval", "50ms"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -201,10 +147,7 @@ fn query_prints_each_reply_and_exits_0() {
         assert_time(&format!("{line}\r\n"));
     }
     let closed = wait_for_line(&s.log, "closed 127.0.0.1");
-    assert!(
-        closed.ends_with("after 4 request(s): client sent QUIT"),
-        "{closed}"
-    );
+    assert!(closed.ends_with("after 4 request(s): client sent QUIT"), "{closed}");
     s.signal(Signal::SIGTERM);
     assert_eq!(s.exit_code(), 0);
 }
@@ -212,18 +155,11 @@ fn query_prints_each_reply_and_exits_0() {
 #[test]
 fn query_failures_are_one_line_and_exit_1() {
     // Refused: a port that was just free.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = jam(&["query", &format!("127.0.0.1:{port}")]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.starts_with(&format!("jam: cannot connect to 127.0.0.1:{port}:")),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("jam: cannot connect to 127.0.0.1:{port}:")), "{err}");
     assert_eq!(err.lines().count(), 1);
 
     // Silent: a listener that accepts (in the backlog) but never answers.
@@ -231,10 +167,7 @@ fn query_failures_are_one_line_and_exit_1() {
     let addr = mute.local_addr().unwrap().to_string();
     let out = jam(&["query", &addr, "--timeout", "300ms"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        text(&out.stderr),
-        format!("jam: no reply from {addr}: no answer within 300ms\n")
-    );
+    assert_eq!(text(&out.stderr), format!("jam: no reply from {addr}: no answer within 300ms\n"));
 
     // Not jam: a server that answers something else.
     let liar = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -257,33 +190,20 @@ fn query_failures_are_one_line_and_exit_1() {
 fn probe_exits_0_when_healthy_and_1_when_not_silently() {
     let s = serve(&[]);
     let out = jam(&["probe", &s.addr.to_string()]);
-    assert_eq!(
-        (out.status.code(), out.stdout.len(), out.stderr.len()),
-        (Some(0), 0, 0)
-    );
+    assert_eq!((out.status.code(), out.stdout.len(), out.stderr.len()), (Some(0), 0, 0));
     let out = jam(&["probe", "-v", &s.addr.to_string()]);
     assert!(text(&out.stdout).starts_with(&format!("healthy: {} answered JAM ", s.addr)));
 
     let mute = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = mute.local_addr().unwrap().to_string();
     let out = jam(&["probe", &addr, "--timeout", "300ms"]);
-    assert_eq!(
-        (out.status.code(), out.stdout.len(), out.stderr.len()),
-        (Some(1), 0, 0)
-    );
+    assert_eq!((out.status.code(), out.stdout.len(), out.stderr.len()), (Some(1), 0, 0));
     let out = jam(&["probe", "-v", &addr, "--timeout", "300ms"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).starts_with("jam: unhealthy: "));
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    assert_eq!(
-        jam(&["probe", &format!("127.0.0.1:{port}")]).status.code(),
-        Some(1)
-    );
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert_eq!(jam(&["probe", &format!("127.0.0.1:{port}")]).status.code(), Some(1));
 }
 
 #[test]
@@ -315,11 +235,7 @@ fn the_labs_nc_one_liner_works() {
     // The sheet's exact command. nc keeps the connection after stdin ends, so the server's idle
     // timeout is what ends it here, with a line saying so.
     let s = serve(&["--idle-timeout", "1s"]);
-    let line = format!(
-        "printf \"TIME\\r\\n\" | nc {} {}",
-        s.addr.ip(),
-        s.addr.port()
-    );
+    let line = format!("printf \"TIME\\r\\n\" | nc {} {}", s.addr.ip(), s.addr.port());
     let out = Command::new("sh").args(["-c", &line]).output().unwrap();
     let stdout = text(&out.stdout);
     let mut lines = stdout.split_inclusive("\r\n");
@@ -327,30 +243,19 @@ fn the_labs_nc_one_liner_works() {
     assert_eq!(lines.next(), Some("ERROR idle timeout\r\n"));
 
     // With -N nc half-closes after stdin ends, and the server closes at once.
-    let line = format!(
-        "printf 'TIME\\r\\nTIME\\r\\n' | nc -N {} {}",
-        s.addr.ip(),
-        s.addr.port()
-    );
+    let line = format!("printf 'TIME\\r\\nTIME\\r\\n' | nc -N {} {}", s.addr.ip(), s.addr.port());
     let out = Command::new("sh").args(["-c", &line]).output().unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(stdout.len(), 28, "{stdout:?}");
     stdout.split_inclusive("\r\n").for_each(assert_time);
 
     // nc -C turns typed LF into CR LF; without it the server says what is wrong.
-    let line = format!(
-        "printf 'TIME\\nQUIT\\n' | nc -C {} {}",
-        s.addr.ip(),
-        s.addr.port()
-    );
+    let line = format!("printf 'TIME\\nQUIT\\n' | nc -C {} {}", s.addr.ip(), s.addr.port());
     let out = Command::new("sh").args(["-c", &line]).output().unwrap();
     assert_time(&text(&out.stdout));
     let line = format!("printf 'TIME\\n' | nc -N {} {}", s.addr.ip(), s.addr.port());
     let out = Command::new("sh").args(["-c", &line]).output().unwrap();
-    assert_eq!(
-        text(&out.stdout),
-        "ERROR line must end with CR LF (with nc, use -C)\r\n"
-    );
+    assert_eq!(text(&out.stdout), "ERROR line must end with CR LF (with nc, use -C)\r\n");
 }
 
 #[test]
@@ -361,16 +266,9 @@ fn the_static_build_has_no_interpreter_and_runs() {
     };
     let elf = std::fs::read(&path).unwrap();
     assert_eq!(&elf[..4], b"\x7fELF");
-    assert!(
-        !has_interpreter(&elf),
-        "{} is dynamically linked",
-        path.display()
-    );
+    assert!(!has_interpreter(&elf), "{} is dynamically linked", path.display());
     let out = Command::new(&path).arg("--version").output().unwrap();
-    assert_eq!(
-        text(&out.stdout),
-        concat!("jam ", env!("CARGO_PKG_VERSION"), "\n")
-    );
+    assert_eq!(text(&out.stdout), concat!("jam ", env!("CARGO_PKG_VERSION"), "\n"));
     eprintln!("static binary {}: {} bytes", path.display(), elf.len());
 }
 
@@ -379,20 +277,13 @@ fn has_interpreter(elf: &[u8]) -> bool {
     let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
     let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
     let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
-    (0..phnum)
-        .any(|i| u32::from_le_bytes(elf[phoff + i * phentsize..][..4].try_into().unwrap()) == 3)
+    (0..phnum).any(|i| u32::from_le_bytes(elf[phoff + i * phentsize..][..4].try_into().unwrap()) == 3)
 }
 
 #[test]
 fn the_readme_shows_the_real_help() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for args in [
-        &["--help"][..],
-        &["serve", "--help"],
-        &["query", "--help"],
-        &["probe", "--help"],
-    ] {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for args in [&["--help"][..], &["serve", "--help"], &["query", "--help"], &["probe", "--help"]] {
         let help = text(&jam(args).stdout);
         let shown = format!("$ jam {}\n{help}```", args.join(" "));
         assert!(

@@ -16,9 +16,7 @@ use crate::support::{Client, HANG, Reaped, have, require};
 const IMAGE: &str = "jam:test";
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
 fn ok(cmd: &mut Command) -> String {
@@ -68,15 +66,11 @@ impl Lab {
     }
 
     fn container(&self, service: &str) -> String {
-        ok(&mut self.compose(&["ps", "-q", service]))
-            .trim()
-            .to_string()
+        ok(&mut self.compose(&["ps", "-q", service])).trim().to_string()
     }
 
     fn inspect(&self, id: &str, format: &str) -> String {
-        ok(&mut docker(&["inspect", "-f", format, id]))
-            .trim()
-            .to_string()
+        ok(&mut docker(&["inspect", "-f", format, id])).trim().to_string()
     }
 
     fn logs(&self, service: &str) -> String {
@@ -91,10 +85,7 @@ impl Lab {
             if pred(&logs) {
                 return logs;
             }
-            assert!(
-                start.elapsed() < HANG * 3,
-                "{service}: never saw {what}; logs:\n{logs}"
-            );
+            assert!(start.elapsed() < HANG * 3, "{service}: never saw {what}; logs:\n{logs}");
             thread::sleep(Duration::from_millis(250));
         }
     }
@@ -132,9 +123,7 @@ fn stage_binary() -> Option<PathBuf> {
 
 #[test]
 fn the_compose_lab_recreates_the_sheet() {
-    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"]))
-        .status
-        .success();
+    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
     if !require("a running Docker engine", docker_up) {
         return;
     }
@@ -150,10 +139,7 @@ fn the_compose_lab_recreates_the_sheet() {
         !Path::new("/sys/class/net/progjar-network").exists(),
         "a lab is already running (progjar-network exists): stop it with deploy/lab down"
     );
-    let lab = Lab {
-        project: format!("jamtest{}", std::process::id()),
-        v2,
-    };
+    let lab = Lab { project: format!("jamtest{}", std::process::id()), v2 };
 
     // The image: FROM scratch, the binary and nothing else, hardened defaults.
     ok(docker(&["build", "-t", IMAGE, "."]).current_dir(repo()));
@@ -173,10 +159,7 @@ fn the_compose_lab_recreates_the_sheet() {
         let logs = lab.wait_logs(client, "two JAM replies", |l| jam_lines(l) >= 2);
         for line in logs.lines().filter(|l| l.contains("JAM ")) {
             let reply = line.rsplit("JAM ").next().unwrap().trim();
-            assert!(
-                jam::protocol::parse_time_reply(format!("JAM {reply}").as_bytes()).is_some(),
-                "{line}"
-            );
+            assert!(jam::protocol::parse_time_reply(format!("JAM {reply}").as_bytes()).is_some(), "{line}");
         }
     }
     lab.wait_logs("mesin1", "both clients", |l| {
@@ -186,40 +169,20 @@ fn the_compose_lab_recreates_the_sheet() {
     // From the host, through the port published on loopback.
     let published = ok(&mut lab.compose(&["port", "mesin1", "45000"]));
     let addr = published.trim().parse().expect("published address");
-    assert!(
-        matches!(addr, std::net::SocketAddr::V4(a) if a.ip().is_loopback()),
-        "{addr}"
-    );
+    assert!(matches!(addr, std::net::SocketAddr::V4(a) if a.ip().is_loopback()), "{addr}");
     Client::connect(addr).time();
 
     // Both clients at once, one-off queries as a person would run them.
     let queries: Vec<_> = ["mesin2", "mesin3"]
         .iter()
         .map(|m| {
-            let mut c = lab.compose(&[
-                "exec",
-                "-T",
-                m,
-                "/jam",
-                "query",
-                "172.16.16.101",
-                "-n",
-                "5",
-                "-i",
-                "0",
-            ]);
+            let mut c =
+                lab.compose(&["exec", "-T", m, "/jam", "query", "172.16.16.101", "-n", "5", "-i", "0"]);
             thread::spawn(move || ok(&mut c))
         })
         .collect();
     for q in queries {
-        assert_eq!(
-            q.join()
-                .unwrap()
-                .lines()
-                .filter(|l| l.starts_with("JAM "))
-                .count(),
-            5
-        );
+        assert_eq!(q.join().unwrap().lines().filter(|l| l.starts_with("JAM ")).count(), 5);
     }
 
     check_hardening(&lab, &server);
@@ -241,55 +204,27 @@ fn the_compose_lab_recreates_the_sheet() {
     // Nothing is left behind.
     lab.down();
     let label = format!("label=com.docker.compose.project={}", lab.project);
-    assert_eq!(
-        ok(&mut docker(&["ps", "-aq", "--filter", &label])).trim(),
-        ""
-    );
-    assert_eq!(
-        ok(&mut docker(&["network", "ls", "-q", "--filter", &label])).trim(),
-        ""
-    );
+    assert_eq!(ok(&mut docker(&["ps", "-aq", "--filter", &label])).trim(), "");
+    assert_eq!(ok(&mut docker(&["network", "ls", "-q", "--filter", &label])).trim(), "");
 }
 
 fn check_image(bin: &Path) {
-    let field = |f: &str| {
-        ok(&mut docker(&["image", "inspect", "-f", f, IMAGE]))
-            .trim()
-            .to_string()
-    };
+    let field = |f: &str| ok(&mut docker(&["image", "inspect", "-f", f, IMAGE])).trim().to_string();
     assert_eq!(field("{{.Config.User}}"), "65534:65534");
     assert_eq!(field("{{json .Config.Entrypoint}}"), r#"["/jam"]"#);
     assert_eq!(field("{{json .Config.Cmd}}"), r#"["serve"]"#);
-    assert_eq!(
-        field("{{json .Config.Healthcheck.Test}}"),
-        r#"["CMD","/jam","probe"]"#
-    );
-    assert_eq!(
-        field("{{json .Config.ExposedPorts}}"),
-        r#"{"45000/tcp":{}}"#
-    );
+    assert_eq!(field("{{json .Config.Healthcheck.Test}}"), r#"["CMD","/jam","probe"]"#);
+    assert_eq!(field("{{json .Config.ExposedPorts}}"), r#"{"45000/tcp":{}}"#);
     assert_eq!(field("{{.Architecture}}"), "amd64");
-    assert_eq!(
-        field(r#"{{index .Config.Labels "org.opencontainers.image.title"}}"#),
-        "jam"
-    );
+    assert_eq!(field(r#"{{index .Config.Labels "org.opencontainers.image.title"}}"#), "jam");
     // One layer with content, the size of the binary: nothing else is in the image.
     let size: u64 = field("{{.Size}}").parse().unwrap();
     let binary = std::fs::metadata(bin).unwrap().len();
     assert_eq!(size, binary, "the image holds more than the binary");
-    let history = ok(&mut docker(&[
-        "history",
-        "--no-trunc",
-        "--format",
-        "{{.Size}} {{.CreatedBy}}",
-        IMAGE,
-    ]));
+    let history = ok(&mut docker(&["history", "--no-trunc", "--format", "{{.Size}} {{.CreatedBy}}", IMAGE]));
     let layers: Vec<&str> = history.lines().filter(|l| !l.starts_with("0B ")).collect();
     assert_eq!(layers.len(), 1, "{history}");
-    assert!(
-        layers[0].contains("COPY") && layers[0].contains("/jam"),
-        "{history}"
-    );
+    assert!(layers[0].contains("COPY") && layers[0].contains("/jam"), "{history}");
     eprintln!("image {IMAGE}: {size} bytes");
 }
 
@@ -304,30 +239,14 @@ fn check_hardening(lab: &Lab, server: &str) {
     assert!(i("{{json .Config.Env}}").contains("TZ=Asia/Jakarta"));
     // The clients do not inherit the server's health check.
     let client = lab.container("mesin2");
-    assert_eq!(
-        lab.inspect(&client, "{{json .Config.Healthcheck.Test}}"),
-        r#"["NONE"]"#
-    );
-    assert_eq!(
-        lab.inspect(&client, "{{.HostConfig.ReadonlyRootfs}}"),
-        "true"
-    );
+    assert_eq!(lab.inspect(&client, "{{json .Config.Healthcheck.Test}}"), r#"["NONE"]"#);
+    assert_eq!(lab.inspect(&client, "{{.HostConfig.ReadonlyRootfs}}"), "true");
     // The lab network: internal, the course's subnet and addresses, the bridge named for captures.
     let net = format!("{}_progjar-network", lab.project);
-    let n = |f: &str| {
-        ok(&mut docker(&["network", "inspect", "-f", f, &net]))
-            .trim()
-            .to_string()
-    };
+    let n = |f: &str| ok(&mut docker(&["network", "inspect", "-f", f, &net])).trim().to_string();
     assert_eq!(n("{{.Internal}}"), "true");
-    assert_eq!(
-        n("{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}"),
-        "172.16.16.0/24 172.16.16.1"
-    );
-    assert_eq!(
-        n(r#"{{index .Options "com.docker.network.bridge.name"}}"#),
-        "progjar-network"
-    );
+    assert_eq!(n("{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}"), "172.16.16.0/24 172.16.16.1");
+    assert_eq!(n(r#"{{index .Options "com.docker.network.bridge.name"}}"#), "progjar-network");
     let addrs = n("{{range .Containers}}{{.IPv4Address}} {{end}}");
     for a in ["172.16.16.101/24", "172.16.16.102/24", "172.16.16.103/24"] {
         assert!(addrs.contains(a), "{addrs}");
@@ -338,10 +257,7 @@ fn check_hardening(lab: &Lab, server: &str) {
 fn capture_shows_the_sheets_exchange() {
     let root = nix::unistd::Uid::effective().is_root();
     let tools = have("tcpdump", "--version") && have("tshark", "--version");
-    if !require(
-        "root with tcpdump and tshark (packet capture)",
-        root && tools,
-    ) {
+    if !require("root with tcpdump and tshark (packet capture)", root && tools) {
         return;
     }
     let pcap = std::env::temp_dir().join(format!("jam-lab-{}.pcap", std::process::id()));
@@ -366,14 +282,8 @@ fn capture_shows_the_sheets_exchange() {
     let _ = std::fs::remove_file(&pcap);
     eprintln!("captured {} session(s) on progjar-network", sessions.len());
     for client in ["172.16.16.102", "172.16.16.103"] {
-        let complete: Vec<_> = sessions
-            .iter()
-            .filter(|s| s.client == client && s.complete)
-            .collect();
-        assert!(
-            !complete.is_empty(),
-            "no whole session of {client} captured: {sessions:#?}"
-        );
+        let complete: Vec<_> = sessions.iter().filter(|s| s.client == client && s.complete).collect();
+        assert!(!complete.is_empty(), "no whole session of {client} captured: {sessions:#?}");
         for s in complete {
             s.assert_sheet_sequence();
         }

@@ -74,19 +74,10 @@ fn bad_requests_get_an_error_line_and_the_connection_stays_usable() {
     let server = TestServer::start(limits());
     let mut c = server.connect();
     let cases: [(&[u8], &str); 5] = [
-        (
-            b"HELLO\r\n",
-            "ERROR unknown request, expected TIME or QUIT\r\n",
-        ),
-        (
-            b"TIME\n",
-            "ERROR line must end with CR LF (with nc, use -C)\r\n",
-        ),
+        (b"HELLO\r\n", "ERROR unknown request, expected TIME or QUIT\r\n"),
+        (b"TIME\n", "ERROR line must end with CR LF (with nc, use -C)\r\n"),
         (b"TIME \xc3\x28\r\n", "ERROR request is not valid UTF-8\r\n"),
-        (
-            b"TI\x00ME\r\n",
-            "ERROR request contains a control character\r\n",
-        ),
+        (b"TI\x00ME\r\n", "ERROR request contains a control character\r\n"),
         (b"\r\n", "ERROR unknown request, expected TIME or QUIT\r\n"),
     ];
     for (request, reply) in cases {
@@ -98,10 +89,7 @@ fn bad_requests_get_an_error_line_and_the_connection_stays_usable() {
 
 #[test]
 fn an_overlong_line_gets_an_error_and_an_orderly_close() {
-    let server = TestServer::start(Limits {
-        max_line: 64,
-        ..limits()
-    });
+    let server = TestServer::start(Limits { max_line: 64, ..limits() });
     let mut c = server.connect();
     c.time();
     c.send(&[b'A'; 5000]);
@@ -113,10 +101,7 @@ fn an_overlong_line_gets_an_error_and_an_orderly_close() {
 
 #[test]
 fn a_line_at_the_limit_is_accepted() {
-    let server = TestServer::start(Limits {
-        max_line: 64,
-        ..limits()
-    });
+    let server = TestServer::start(Limits { max_line: 64, ..limits() });
     let mut c = server.connect();
     let mut line = b"TIME".to_vec();
     line.resize(62, b'x');
@@ -127,10 +112,7 @@ fn a_line_at_the_limit_is_accepted() {
 
 #[test]
 fn an_idle_connection_is_told_and_closed() {
-    let server = TestServer::start(Limits {
-        idle_timeout: Duration::from_millis(300),
-        ..limits()
-    });
+    let server = TestServer::start(Limits { idle_timeout: Duration::from_millis(300), ..limits() });
     let mut c = server.connect();
     c.time();
     assert_eq!(c.line(), "ERROR idle timeout\r\n");
@@ -139,10 +121,7 @@ fn an_idle_connection_is_told_and_closed() {
 
 #[test]
 fn activity_keeps_a_connection_open_past_the_idle_timeout() {
-    let server = TestServer::start(Limits {
-        idle_timeout: Duration::from_millis(400),
-        ..limits()
-    });
+    let server = TestServer::start(Limits { idle_timeout: Duration::from_millis(400), ..limits() });
     let mut c = server.connect();
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(1200) {
@@ -168,9 +147,7 @@ fn a_line_not_finished_in_time_is_closed_even_while_bytes_trickle_in() {
             closed = true;
             break;
         }
-        c.stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        c.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let mut buf = [0u8; 64];
         match c.stream.read(&mut buf) {
             Ok(n) => {
@@ -187,10 +164,7 @@ fn a_line_not_finished_in_time_is_closed_even_while_bytes_trickle_in() {
 
 #[test]
 fn past_the_connection_limit_a_client_is_told_the_server_is_busy() {
-    let server = TestServer::start(Limits {
-        max_connections: 2,
-        ..limits()
-    });
+    let server = TestServer::start(Limits { max_connections: 2, ..limits() });
     let mut a = server.connect();
     let mut b = server.connect();
     a.time();
@@ -209,10 +183,7 @@ fn past_the_connection_limit_a_client_is_told_the_server_is_busy() {
             assert_time(&line);
             break;
         }
-        assert!(
-            start.elapsed() < HANG,
-            "the freed place was never given out"
-        );
+        assert!(start.elapsed() < HANG, "the freed place was never given out");
     }
     b.time();
 }
@@ -244,9 +215,7 @@ fn many_clients_at_once_are_all_served() {
 fn a_client_that_never_reads_does_not_slow_the_others() {
     let server = TestServer::start(limits());
     let mut hog = server.connect();
-    hog.stream
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    hog.stream.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
     // Pipeline requests without reading a reply until the server stops taking them.
     let burst = b"TIME\r\n".repeat(10_000);
     let mut sent = 0usize;
@@ -257,16 +226,10 @@ fn a_client_that_never_reads_does_not_slow_the_others() {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
             Err(e) => panic!("{e}"),
         }
-        assert!(
-            start.elapsed() < HANG,
-            "the server kept reading from a client that never reads"
-        );
+        assert!(start.elapsed() < HANG, "the server kept reading from a client that never reads");
     }
     // The server stopped reading (backpressure), having taken a bounded amount.
-    assert!(
-        sent < 64 * 1024 * 1024,
-        "sent {sent} bytes before the server pushed back"
-    );
+    assert!(sent < 64 * 1024 * 1024, "sent {sent} bytes before the server pushed back");
     let mut other = server.connect();
     for _ in 0..10 {
         other.time();
@@ -279,14 +242,9 @@ fn a_client_that_never_reads_does_not_slow_the_others() {
 
 #[test]
 fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
-    let server = TestServer::start(Limits {
-        idle_timeout: Duration::from_millis(500),
-        ..limits()
-    });
+    let server = TestServer::start(Limits { idle_timeout: Duration::from_millis(500), ..limits() });
     let mut hog = server.connect();
-    hog.stream
-        .set_write_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    hog.stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
     let burst = b"TIME\r\n".repeat(10_000);
     let start = Instant::now();
     // Keep writing until the server, no longer reading, has closed the connection.
@@ -296,10 +254,7 @@ fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => break, // reset or broken pipe: closed
         }
-        assert!(
-            start.elapsed() < HANG,
-            "a client that never reads was never closed"
-        );
+        assert!(start.elapsed() < HANG, "a client that never reads was never closed");
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -331,22 +286,14 @@ fn shutdown_stops_accepting() {
 
 #[test]
 fn shutdown_is_bounded_by_the_grace_period() {
-    let server = TestServer::start(Limits {
-        grace: Duration::from_millis(300),
-        ..limits()
-    });
+    let server = TestServer::start(Limits { grace: Duration::from_millis(300), ..limits() });
     let mut hog = server.connect();
-    hog.stream
-        .set_write_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    hog.stream.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
     let burst = b"TIME\r\n".repeat(10_000);
     while io_kind(hog.stream.write(&burst)).is_none() {}
     let started = Instant::now();
     let stats = server.stop();
-    assert_eq!(
-        stats.cut_off, 1,
-        "the client that never reads cannot finish"
-    );
+    assert_eq!(stats.cut_off, 1, "the client that never reads cannot finish");
     assert!(started.elapsed() < HANG);
 }
 

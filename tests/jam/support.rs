@@ -31,12 +31,7 @@ pub fn require(what: &str, available: bool) -> bool {
 
 /// Whether `program` runs (`program arg` exits, whatever its status).
 pub fn have(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// A jam server running in-process on 127.0.0.1 with an ephemeral port.
@@ -71,11 +66,7 @@ impl TestServer {
             helper.join().unwrap();
             stats
         });
-        TestServer {
-            addr,
-            shutdown,
-            thread: Some(thread),
-        }
+        TestServer { addr, shutdown, thread: Some(thread) }
     }
 
     pub fn connect(&self) -> Client {
@@ -127,9 +118,7 @@ impl Client {
     /// Everything until the server closes; fails on a reset.
     pub fn rest(&mut self) -> String {
         let mut rest = Vec::new();
-        self.reader
-            .read_to_end(&mut rest)
-            .expect("read until close");
+        self.reader.read_to_end(&mut rest).expect("read until close");
         String::from_utf8(rest).unwrap()
     }
 
@@ -148,13 +137,8 @@ impl Client {
 
 /// Asserts `line` is `JAM hh:mm:ss` + CR LF.
 pub fn assert_time(line: &str) {
-    let body = line
-        .strip_suffix("\r\n")
-        .unwrap_or_else(|| panic!("no CR LF: {line:?}"));
-    assert!(
-        jam::protocol::parse_time_reply(body.as_bytes()).is_some(),
-        "not a time reply: {line:?}"
-    );
+    let body = line.strip_suffix("\r\n").unwrap_or_else(|| panic!("no CR LF: {line:?}"));
+    assert!(jam::protocol::parse_time_reply(body.as_bytes()).is_some(), "not a time reply: {line:?}");
 }
 
 /// A child process that is killed and reaped when dropped, so no test leaves one running.
@@ -224,33 +208,16 @@ impl TcpSession {
     /// 14-byte `JAM hh:mm:ss\r\n`; FIN and ACK from both sides; no RST.
     pub fn assert_sheet_sequence(&self) {
         let p = &self.packets;
-        let flags: Vec<(bool, u16)> = p
-            .iter()
-            .take(3)
-            .map(|p| (p.from_client, p.flags & 0x3f))
-            .collect();
-        assert_eq!(
-            flags,
-            [(true, SYN), (false, SYN | ACK), (true, ACK)],
-            "{self:#?}"
-        );
+        let flags: Vec<(bool, u16)> = p.iter().take(3).map(|p| (p.from_client, p.flags & 0x3f)).collect();
+        assert_eq!(flags, [(true, SYN), (false, SYN | ACK), (true, ACK)], "{self:#?}");
         let mut data = p.iter().filter(|p| !p.payload.is_empty());
         let request = data.next().expect("a request");
-        assert!(
-            request.from_client && request.payload == b"TIME\r\n",
-            "{self:#?}"
-        );
+        assert!(request.from_client && request.payload == b"TIME\r\n", "{self:#?}");
         let reply = data.next().expect("a reply");
         assert!(!reply.from_client && reply.payload.len() == 14, "{self:#?}");
         assert_time(std::str::from_utf8(&reply.payload).unwrap());
-        assert!(
-            p.iter().any(|p| p.from_client && p.flags & FIN != 0),
-            "no FIN from the client"
-        );
-        assert!(
-            p.iter().any(|p| !p.from_client && p.flags & FIN != 0),
-            "no FIN from the server"
-        );
+        assert!(p.iter().any(|p| p.from_client && p.flags & FIN != 0), "no FIN from the client");
+        assert!(p.iter().any(|p| !p.from_client && p.flags & FIN != 0), "no FIN from the server");
         assert!(p.iter().all(|p| p.flags & RST == 0), "a reset: {self:#?}");
     }
 }
@@ -260,14 +227,7 @@ pub fn tcp_sessions(pcap: &std::path::Path) -> Vec<TcpSession> {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(pcap)
-        .args([
-            "-Y",
-            "tcp.port == 45000",
-            "-T",
-            "fields",
-            "-E",
-            "separator=/t",
-        ])
+        .args(["-Y", "tcp.port == 45000", "-T", "fields", "-E", "separator=/t"])
         .args([
             "-e",
             "tcp.stream",
@@ -282,11 +242,7 @@ pub fn tcp_sessions(pcap: &std::path::Path) -> Vec<TcpSession> {
         ])
         .output()
         .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
     let mut sessions: Vec<(String, TcpSession)> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let f: Vec<&str> = line.split('\t').collect();
@@ -296,29 +252,16 @@ pub fn tcp_sessions(pcap: &std::path::Path) -> Vec<TcpSession> {
         let from_client = dport == "45000";
         let flags = u16::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
         let hex: String = payload.chars().filter(|c| *c != ':').collect();
-        let payload = (0..hex.len() / 2)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        let packet = Packet {
-            from_client,
-            flags,
-            payload,
-        };
+        let payload =
+            (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let packet = Packet { from_client, flags, payload };
         match sessions.iter_mut().find(|(s, _)| s == stream) {
             Some((_, session)) => session.packets.push(packet),
             None => {
-                let client = if from_client {
-                    src.to_string()
-                } else {
-                    String::new()
-                };
+                let client = if from_client { src.to_string() } else { String::new() };
                 sessions.push((
                     stream.to_string(),
-                    TcpSession {
-                        client,
-                        complete: false,
-                        packets: vec![packet],
-                    },
+                    TcpSession { client, complete: false, packets: vec![packet] },
                 ));
             }
         }

@@ -1,0 +1,117 @@
+//! `jam lab`: the course's three-machine experiment on the loopback range, without root or Docker.
+//!
+//! Linux routes all of 127.0.0.0/8 to the loopback interface, so any 127.x.y.z address can be
+//! bound without configuration. The lab's addresses keep their last two numbers: mesin1 serves
+//! on 127.16.16.101, and mesin2 and mesin3 connect from 127.16.16.102 and 127.16.16.103, so the
+//! server's log reads like the lab's (`connection from 127.16.16.102:…`). Everything runs in this
+//! one process and is printed as one transcript on stdout, each line after its machine's name.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::thread;
+use std::time::Duration;
+
+use futures_lite::future;
+use smol::{Async, Executor, Timer};
+
+use crate::Error;
+use crate::client::{Session, Target};
+use crate::clock::{Clock, Zone};
+use crate::server::{self, Limits};
+use crate::shutdown::Shutdown;
+
+/// mesin1, the server.
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(127, 16, 16, 101);
+/// mesin2 and mesin3, the clients.
+pub const CLIENTS: [(&str, Ipv4Addr); 2] =
+    [("mesin2", Ipv4Addr::new(127, 16, 16, 102)), ("mesin3", Ipv4Addr::new(127, 16, 16, 103))];
+
+/// Settings of `jam lab`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabArgs {
+    pub port: u16,
+    /// Sessions (connect, TIME, QUIT) each client runs.
+    pub rounds: u64,
+    pub interval: Duration,
+    pub zone_flag: Option<String>,
+    pub zone_env: Option<String>,
+}
+
+/// Runs the experiment; succeeds when every client's every query was answered.
+pub fn run(args: &LabArgs) -> Result<(), Error> {
+    let zone = Zone::resolve(args.zone_flag.as_deref(), args.zone_env.as_deref())?;
+    let bind = SocketAddr::from((SERVER, args.port));
+    let listener = Async::<TcpListener>::bind(bind).map_err(|e| {
+        Error::new(format!("cannot listen on {bind}: {e} (is a lab already running? try --port)"))
+    })?;
+    let port = listener.get_ref().local_addr().map_err(|e| Error::new(e.to_string()))?.port();
+    println!("jam lab: the course's three machines on the loopback range (time zone {})", zone.name);
+    println!("  mesin1  {SERVER}:{port}  serves TIME");
+    for (name, ip) in CLIENTS {
+        println!(
+            "  {name}  {ip}        asks {} times, every {}",
+            args.rounds,
+            crate::client::show(args.interval)
+        );
+    }
+    println!();
+    crate::log::to_stdout("mesin1 | ");
+
+    let target = Target { host: SERVER.to_string(), port };
+    let ex = Executor::new();
+    let shutdown = Shutdown::new();
+    let results = thread::scope(|scope| {
+        // A second thread for the executor, as `jam serve` has one per core.
+        let done = Shutdown::new();
+        let helper = {
+            let (ex, done) = (&ex, done.clone());
+            scope.spawn(move || smol::block_on(ex.run(done.wait())))
+        };
+        let serving = server::serve(&ex, listener, Clock::new(zone), Limits::default(), shutdown.clone());
+        let clients = async {
+            let [(a, a_ip), (b, b_ip)] = CLIENTS;
+            let results =
+                future::zip(client(a, a_ip.into(), &target, args), client(b, b_ip.into(), &target, args))
+                    .await;
+            shutdown.trigger();
+            results
+        };
+        let (_, results) = smol::block_on(ex.run(future::zip(serving, clients)));
+        done.trigger();
+        let _ = helper.join();
+        results
+    });
+    let answered = results.0 + results.1;
+    let asked = 2 * args.rounds;
+    println!();
+    if answered == asked {
+        println!("jam lab: every client was served: {answered} of {asked} queries answered");
+        Ok(())
+    } else {
+        Err(Error::new(format!("only {answered} of {asked} queries were answered")))
+    }
+}
+
+/// One client machine: `rounds` sessions of connect, TIME, QUIT. Returns how many were answered.
+async fn client(name: &str, source: IpAddr, target: &Target, args: &LabArgs) -> u64 {
+    let mut answered = 0;
+    for round in 0..args.rounds {
+        if round > 0 {
+            Timer::after(args.interval).await;
+        }
+        let session = async {
+            let mut s =
+                Session::connect_from(Some(source), target, crate::client::DEFAULT_QUERY_TIMEOUT).await?;
+            let reply = s.time().await?;
+            s.quit().await?;
+            Ok::<String, Error>(reply)
+        };
+        match session.await {
+            Ok(reply) => {
+                answered += 1;
+                println!("{name} | TIME -> {reply}");
+            }
+            Err(e) => println!("{name} | failed: {e}"),
+        }
+    }
+    answered
+}
