@@ -16,6 +16,7 @@ use crate::lab::LabArgs;
 use crate::log::Level;
 use crate::protocol::{DEFAULT_PORT, MIN_MAX_LINE};
 use crate::server::{self, Config, Limits};
+use crate::wire::WireArgs;
 
 /// What to do, fully parsed.
 #[derive(Debug, PartialEq)]
@@ -27,6 +28,7 @@ pub enum Command {
     Query(QueryArgs),
     Probe(ProbeArgs),
     Lab(LabArgs),
+    Wire(WireArgs),
     /// Print this text to stdout and exit 0.
     Help(String),
 }
@@ -50,6 +52,7 @@ Commands:
   query   ask a server for the time, like printf 'TIME\\r\\n' | nc HOST 45000
   probe   health check for containers: exit 0 if a server answers, 1 if not
   lab     the three-machine lab on 127.16.16.x: no root, no Docker
+  wire    the network of deploy/netns: a switch with delay, jitter, loss and rate (root)
 
 Options:
   -h, --help      print help (also after a command: jam serve --help)
@@ -170,6 +173,22 @@ Options:
     )
 }
 
+fn wire_help() -> &'static str {
+    "jam wire: a user-space Ethernet switch with impairments, for the network-namespace lab
+
+Usage: jam wire [OPTIONS] PORT...
+
+Creates one TAP interface per PORT and switches frames between them, applying to the frames
+each port sends the impairment its line in the file gives (delay, jitter, loss, rate), like
+netem, which many kernels lack. deploy/netns/lab runs it; see deploy/netns/README.md. Needs root
+(CAP_NET_ADMIN). SIGHUP rereads the file; SIGTERM or SIGINT stop it.
+
+Options:
+      --impairments FILE  lines of NAME [delay MS] [jitter MS] [loss PCT] [rate RATE]
+  -h, --help              print this help
+"
+}
+
 /// Parses the arguments after the program name. `env` looks up an environment variable.
 pub fn parse<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error>
 where
@@ -178,7 +197,7 @@ where
     let mut parser = lexopt::Parser::from_args(args);
     let command = match parser.next().map_err(usage)? {
         None => {
-            return Err(Error::new("a command is needed: serve, query, probe or lab (see jam --help)"));
+            return Err(Error::new("a command is needed: serve, query, probe, lab or wire (see jam --help)"));
         }
         Some(Short('h') | Long("help")) => return Ok(Command::Help(main_help())),
         Some(Short('V') | Long("version")) => return Ok(Command::Help(version() + "\n")),
@@ -190,9 +209,10 @@ where
         "query" => parse_query(&mut parser),
         "probe" => parse_probe(&mut parser),
         "lab" => parse_lab(&mut parser, env),
+        "wire" => parse_wire(&mut parser),
         "help" => Ok(Command::Help(main_help())),
         other => Err(Error::new(format!(
-            "unknown command {other:?}: expected serve, query, probe or lab (see jam --help)"
+            "unknown command {other:?}: expected serve, query, probe, lab or wire (see jam --help)"
         ))),
     }
 }
@@ -332,6 +352,22 @@ fn parse_lab(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Re
         }
     }
     Ok(Command::Lab(args))
+}
+
+fn parse_wire(p: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = WireArgs { ports: Vec::new(), impairments: None };
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Long("impairments") => args.impairments = Some(text(p)?.into()),
+            Short('h') | Long("help") => return Ok(Command::Help(wire_help().into())),
+            Value(v) => args.ports.push(v.string().map_err(usage)?),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    if args.ports.len() < 2 {
+        return Err(Error::new("jam wire needs at least two ports to switch between"));
+    }
+    Ok(Command::Wire(args))
 }
 
 fn text(p: &mut lexopt::Parser) -> Result<String, Error> {

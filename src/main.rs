@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use jam::cli::{self, Command};
-use jam::{client, lab, log, server};
+use jam::{client, lab, log, server, wire};
 
 fn main() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Query(args) => client::query(&args),
         Command::Probe(args) => client::probe(&args),
         Command::Lab(args) => lab::run(&args),
+        Command::Wire(args) => wire::run(&args),
     };
     // The one place an error is printed.
     match result {

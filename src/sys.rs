@@ -79,3 +79,27 @@ pub fn connect_from(source: SocketAddr, target: SocketAddr) -> io::Result<std::n
         Err(e) => Err(e.into()),
     }
 }
+
+/// Opens a TAP interface named `name` (an Ethernet device whose frames this process reads and
+/// writes), for `jam wire`. The interface exists for as long as the returned file is open.
+//
+// The one `unsafe` in jam: the TUNSETIFF ioctl, which nix can only declare, not call safely.
+#[allow(unsafe_code)]
+pub fn open_tap(name: &str) -> io::Result<std::fs::File> {
+    use nix::libc;
+    nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, libc::ifreq);
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+    }
+    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let mut ifr_name = [0 as libc::c_char; libc::IFNAMSIZ];
+    for (dst, src) in ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    let mut request = libc::ifreq { ifr_name, ifr_ifru: libc::__c_anonymous_ifr_ifru { ifru_flags: flags } };
+    // SAFETY: `request` is a valid, initialised ifreq that lives across the call; TUNSETIFF
+    // reads it and writes the interface's name back into it, and keeps no pointer to it.
+    unsafe { tunsetiff(file.as_raw_fd(), &mut request) }?;
+    Ok(file)
+}

@@ -283,13 +283,59 @@ fn has_interpreter(elf: &[u8]) -> bool {
 #[test]
 fn the_readme_shows_the_real_help() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for args in [&["--help"][..], &["serve", "--help"], &["query", "--help"], &["probe", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["query", "--help"],
+        &["probe", "--help"],
+        &["lab", "--help"],
+        &["wire", "--help"],
+    ] {
         let help = text(&jam(args).stdout);
         let shown = format!("$ jam {}\n{help}```", args.join(" "));
         assert!(
             readme.contains(&shown),
-            "README.md does not show the current `jam {}`:\n{help}",
+            "README.md does not show the current `jam {}` (run tests/update-readme-help):\n{help}",
             args.join(" ")
         );
     }
+}
+
+#[test]
+fn jam_lab_serves_both_clients_without_privileges() {
+    // As root, drop to nobody to show that no privilege is needed; otherwise run as we are.
+    let root = nix::unistd::Uid::effective().is_root();
+    let mut cmd = if root && have("setpriv", "--version") {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", JAM]);
+        c
+    } else {
+        Command::new(JAM)
+    };
+    let out = cmd
+        .args(["lab", "--port", "0", "--rounds", "2", "--interval", "100ms", "--tz", "Asia/Jakarta"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with(
+            "jam lab: the course's three machines on the loopback range (time zone Asia/Jakarta)"
+        )
+    );
+    for client in ["127.16.16.102", "127.16.16.103"] {
+        assert!(stdout.contains(&format!("INFO  connection from {client}:")), "{stdout}");
+    }
+    for m in ["mesin2", "mesin3"] {
+        let replies: Vec<&str> =
+            stdout.lines().filter(|l| l.starts_with(&format!("{m} | TIME -> "))).collect();
+        assert_eq!(replies.len(), 2, "{stdout}");
+        for r in replies {
+            assert_time(&format!("{}\r\n", r.rsplit("-> ").next().unwrap()));
+        }
+    }
+    assert!(
+        stdout.trim_end().ends_with("jam lab: every client was served: 4 of 4 queries answered"),
+        "{stdout}"
+    );
 }

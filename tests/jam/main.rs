@@ -3,11 +3,13 @@
 //! - `server`: the server in-process over real sockets on 127.0.0.1, exact bytes.
 //! - `binary`: the real `jam` executable as a subprocess: signals, exit codes, nc, the static build.
 //! - `container`: the FROM scratch image and the compose lab (needs Docker).
+//! - `netns`: the network-namespace lab of deploy/netns (needs root).
 //!
 //! Tests that need something this machine may lack (nc, Docker, root) skip with a loud message on
 //! a laptop and fail under `CI=true`; see `support::require`.
 
 mod binary;
 mod container;
+mod netns;
 mod server;
 mod support;

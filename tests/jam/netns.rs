@@ -1,0 +1,200 @@
+//! The network-namespace lab, `deploy/netns/lab`, as root: `up` and `down` leave the machine as
+//! it was (also after a half-built lab), queries cross the switch from two machines at once,
+//! impairments slow and drop what they should, and a capture of the demo shows the sheet's
+//! exchange. The guard takes the lab down even when a check fails.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::{HANG, have, require, tcp_sessions};
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/netns/lab")
+}
+
+struct NetnsLab {
+    state: PathBuf,
+    jam: PathBuf,
+}
+
+impl NetnsLab {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(script())
+            .args(args)
+            .env("JAM_BIN", &self.jam)
+            .env("JAM_NETNS_STATE", &self.state)
+            .env("TZ", "Asia/Jakarta")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run deploy/netns/lab")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "lab {args:?} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.state.join(format!("{name}.pid"))).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for NetnsLab {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+/// What `up`/`down` may touch: the namespaces and the host namespace's interfaces.
+fn machine_state() -> (String, String) {
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap().stdout;
+    let links = Command::new("ip").args(["-br", "link"]).output().unwrap().stdout;
+    (String::from_utf8_lossy(&netns).into_owned(), String::from_utf8_lossy(&links).into_owned())
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn jam_lines(out: &str) -> usize {
+    out.lines().filter(|l| l.starts_with("JAM ")).count()
+}
+
+#[test]
+fn the_namespace_lab_builds_bends_captures_and_leaves_no_trace() {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !require("root with iproute2 (network namespaces)", root && have("ip", "-V")) {
+        return;
+    }
+    let Some(jam) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
+        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
+        return;
+    };
+    assert!(
+        !std::path::Path::new("/run/netns/mesin1").exists(),
+        "a namespace lab is already up: take it down with deploy/netns/lab down"
+    );
+    let before = machine_state();
+    let lab = NetnsLab { state: std::env::temp_dir().join(format!("jam-netns-{}", std::process::id())), jam };
+
+    let up = lab.ok(&["up"]);
+    assert!(up.contains("server: jam serve on mesin1 answers on 172.16.16.101:45000"), "{up}");
+    assert!(lab.ok(&["up"]).contains("the lab is already up"));
+    let status = lab.ok(&["status"]);
+    for line in ["mesin1   172.16.16.101/24", "mesin2   172.16.16.102/24", "mesin3   172.16.16.103/24"] {
+        assert!(status.contains(line), "{status}");
+    }
+    // No default route on a lab machine: only the lab's own subnet.
+    let routes = lab.ok(&["exec", "mesin2", "ip", "route"]);
+    assert!(!routes.contains("default"), "{routes}");
+
+    // Many concurrent queries from mesin2 and mesin3 through the switch, all answered.
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let m = if i % 2 == 0 { "mesin2" } else { "mesin3" };
+            let out = lab.run(&["exec", m, "jam", "query", "172.16.16.101", "-n", "10", "-i", "0"]);
+            thread::spawn(move || out)
+        })
+        .collect();
+    for c in clients {
+        let out = c.join().unwrap();
+        assert!(out.status.success());
+        assert_eq!(jam_lines(&String::from_utf8_lossy(&out.stdout)), 10);
+    }
+
+    // 100 ms on what mesin1 sends: a connection plus one TIME exchange needs two round trips.
+    lab.ok(&["impair", "mesin1", "delay", "100"]);
+    assert!(lab.ok(&["status"]).contains("mesin1   172.16.16.101/24   delay 100"));
+    let start = Instant::now();
+    let out = lab.ok(&["exec", "mesin2", "jam", "query", "172.16.16.101"]);
+    let took = start.elapsed();
+    assert_eq!(jam_lines(&out), 1);
+    assert!(took >= Duration::from_millis(200), "two round trips at 100 ms took only {took:?}");
+    eprintln!("query with 100 ms delay on mesin1: {took:?}");
+
+    // 20% loss: TCP retransmits, and every query still gets through.
+    lab.ok(&["impair", "mesin1", "loss", "20"]);
+    let start = Instant::now();
+    for _ in 0..5 {
+        let out = lab.ok(&["exec", "mesin2", "jam", "query", "172.16.16.101", "--timeout", "30s"]);
+        assert_eq!(jam_lines(&out), 1);
+    }
+    eprintln!("5 queries with 20% loss on mesin1: {:?}", start.elapsed());
+    assert!(start.elapsed() < HANG * 5);
+    lab.ok(&["impair", "mesin1", "clear"]);
+    let bad = lab.run(&["impair", "mesin1", "lag", "5"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown impairment \"lag\""));
+
+    capture_of_the_demo(&lab);
+
+    // A half-built lab (a crashed switch, a namespace gone) is cleaned up by the next `up`.
+    let (wire, server) = (lab.pid("wire"), lab.pid("server"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(wire), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(Command::new("ip").args(["netns", "del", "mesin3"]).status().unwrap().success());
+    let up = lab.ok(&["up"]);
+    assert!(up.contains("cleaning up a half-built lab first"), "{up}");
+    assert!(!alive(server), "the old server was not stopped");
+    let (wire, server) = (lab.pid("wire"), lab.pid("server"));
+
+    let down = lab.ok(&["down"]);
+    for what in
+        ["removed: server", "removed: wire", "removed: namespace mesin1", "removed: namespace progjar-net"]
+    {
+        assert!(down.contains(what), "{down}");
+    }
+    assert_eq!(lab.ok(&["down"]).trim(), "nothing to remove: the lab is not up");
+    assert!(!alive(wire) && !alive(server));
+    assert_eq!(machine_state(), before, "up/down left something behind");
+
+    let out = lab.run(&["exec", "mesin9", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(lab.run(&["bogus"]).status.code(), Some(2));
+}
+
+fn capture_of_the_demo(lab: &NetnsLab) {
+    if !require(
+        "tcpdump and tshark (packet capture)",
+        have("tcpdump", "--version") && have("tshark", "--version"),
+    ) {
+        return;
+    }
+    let pcap = std::env::temp_dir().join(format!("jam-netns-{}.pcap", std::process::id()));
+    let _ = std::fs::remove_file(&pcap);
+    let capture = {
+        let mut c = Command::new(script());
+        c.args(["capture", "mesin1"]).arg(&pcap).arg("6");
+        c.env("JAM_NETNS_STATE", &lab.state).stdout(Stdio::null()).stderr(Stdio::null());
+        c.spawn().unwrap()
+    };
+    let mut capture = crate::support::Reaped(capture);
+    let start = Instant::now();
+    while !pcap.exists() {
+        assert!(start.elapsed() < HANG, "tcpdump never started");
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let demo = lab.ok(&["demo"]);
+    for m in ["mesin2", "mesin3"] {
+        assert_eq!(demo.lines().filter(|l| l.starts_with(&format!("{m} | JAM "))).count(), 3, "{demo}");
+    }
+    assert!(
+        demo.contains("connection from 172.16.16.102:") && demo.contains("connection from 172.16.16.103:")
+    );
+    assert!(capture.0.wait().unwrap().success());
+    let sessions = tcp_sessions(&pcap);
+    let _ = std::fs::remove_file(&pcap);
+    for client in ["172.16.16.102", "172.16.16.103"] {
+        let complete: Vec<_> = sessions.iter().filter(|s| s.client == client && s.complete).collect();
+        assert_eq!(complete.len(), 3, "{client}: {sessions:#?}");
+        complete.iter().for_each(|s| s.assert_sheet_sequence());
+    }
+}
