@@ -53,11 +53,18 @@ impl Drop for NetnsLab {
     }
 }
 
-/// What `up`/`down` may touch: the namespaces and the host namespace's interfaces.
-fn machine_state() -> (String, String) {
+/// What `up`/`down` may touch: the namespaces, and the names of the host namespace's interfaces
+/// (less Docker's, which the container test, running at the same time, adds and removes).
+fn machine_state() -> (String, Vec<String>) {
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap().stdout;
     let links = Command::new("ip").args(["-br", "link"]).output().unwrap().stdout;
-    (String::from_utf8_lossy(&netns).into_owned(), String::from_utf8_lossy(&links).into_owned())
+    let names = String::from_utf8_lossy(&links)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !["veth", "br-", "docker", "progjar-network"].iter().any(|d| n.starts_with(d)))
+        .map(str::to_string)
+        .collect();
+    (String::from_utf8_lossy(&netns).into_owned(), names)
 }
 
 fn alive(pid: i32) -> bool {
