@@ -11,6 +11,7 @@ use std::time::Duration;
 use lexopt::prelude::*;
 
 use crate::Error;
+use crate::bench::{BenchArgs, Mode};
 use crate::client::{self, ProbeArgs, QueryArgs, Target};
 use crate::lab::LabArgs;
 use crate::log::Level;
@@ -29,6 +30,7 @@ pub enum Command {
     Probe(ProbeArgs),
     Lab(LabArgs),
     Wire(WireArgs),
+    Bench(BenchArgs),
     /// Print this text to stdout and exit 0.
     Help(String),
 }
@@ -52,6 +54,7 @@ Commands:
   query   ask a server for the time, like printf 'TIME\\r\\n' | nc HOST 45000
   probe   health check for containers: exit 0 if a server answers, 1 if not
   lab     the three-machine lab on 127.16.16.x: no root, no Docker
+  bench   load generator: requests/s, latency, CPU per request; checks every reply
   wire    the network of deploy/netns: a switch with delay, jitter, loss and rate (root)
 
 Options:
@@ -189,6 +192,41 @@ Options:
 "
 }
 
+fn bench_help() -> String {
+    format!(
+        "jam bench: load generator for a jam server (or any one-line request/reply server)
+
+Usage: jam bench [OPTIONS] [HOST[:PORT]]
+
+Every reply is checked; a wrong or missing one is an error, counted and shown. Prints
+requests per second, latency percentiles, its own CPU use and, with --server-pid, the
+server's CPU time per request and memory.
+
+Modes:
+  rr         each connection sends a request, waits for the reply, repeats
+  pipeline   each connection keeps --depth requests in flight
+  churn      per request: connect, request, reply, QUIT, close (like nc clients)
+  idle       open the connections, hold them for the duration, check each is still served
+
+Arguments:
+  [HOST[:PORT]]            server to load [default: 127.0.0.1:{port}]
+
+Options:
+  -m, --mode MODE          rr, pipeline, churn or idle [default: rr]
+  -c, --connections N      connections [default: 64]
+  -d, --duration DUR       how long to load [default: 5s]
+      --depth N            requests in flight per connection, pipeline mode [default: 32]
+      --threads N          load generator threads [default: 1]
+      --request TEXT       the request line, without CR LF [default: TIME]
+      --expect TEXT        what each reply must start with [default: a strict JAM hh:mm:ss]
+      --server-pid PID     report this process's CPU time per request and memory
+      --json               print the report as one JSON object
+  -h, --help               print this help
+",
+        port = DEFAULT_PORT,
+    )
+}
+
 /// Parses the arguments after the program name. `env` looks up an environment variable.
 pub fn parse<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error>
 where
@@ -197,7 +235,9 @@ where
     let mut parser = lexopt::Parser::from_args(args);
     let command = match parser.next().map_err(usage)? {
         None => {
-            return Err(Error::new("a command is needed: serve, query, probe, lab or wire (see jam --help)"));
+            return Err(Error::new(
+                "a command is needed: serve, query, probe, lab, wire or bench (see jam --help)",
+            ));
         }
         Some(Short('h') | Long("help")) => return Ok(Command::Help(main_help())),
         Some(Short('V') | Long("version")) => return Ok(Command::Help(version() + "\n")),
@@ -210,9 +250,10 @@ where
         "probe" => parse_probe(&mut parser),
         "lab" => parse_lab(&mut parser, env),
         "wire" => parse_wire(&mut parser),
+        "bench" => parse_bench(&mut parser),
         "help" => Ok(Command::Help(main_help())),
         other => Err(Error::new(format!(
-            "unknown command {other:?}: expected serve, query, probe, lab or wire (see jam --help)"
+            "unknown command {other:?}: expected serve, query, probe, lab, wire or bench (see jam --help)"
         ))),
     }
 }
@@ -352,6 +393,52 @@ fn parse_lab(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Re
         }
     }
     Ok(Command::Lab(args))
+}
+
+fn parse_bench(p: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = BenchArgs {
+        target: Target::default(),
+        mode: Mode::RequestResponse,
+        connections: 64,
+        duration: Duration::from_secs(5),
+        depth: 32,
+        threads: 1,
+        request: "TIME".into(),
+        expect: None,
+        json: false,
+        server_pid: None,
+    };
+    let mut target = None;
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('m') | Long("mode") => {
+                let m = text(p)?;
+                args.mode = Mode::parse(&m).ok_or_else(|| {
+                    Error::new(format!("--mode: {m:?}: expected rr, pipeline, churn or idle"))
+                })?;
+            }
+            Short('c') | Long("connections") => {
+                args.connections = count(&text(p)?).map_err(in_flag("--connections"))?
+            }
+            Short('d') | Long("duration") => {
+                args.duration = duration(&text(p)?).map_err(in_flag("--duration"))?
+            }
+            Long("depth") => args.depth = count(&text(p)?).map_err(in_flag("--depth"))?,
+            Long("threads") => args.threads = count(&text(p)?).map_err(in_flag("--threads"))?,
+            Long("request") => args.request = text(p)?,
+            Long("expect") => args.expect = Some(text(p)?),
+            Long("server-pid") => {
+                args.server_pid =
+                    Some(text(p)?.parse().map_err(|_| Error::new("--server-pid: expected a PID"))?)
+            }
+            Long("json") => args.json = true,
+            Short('h') | Long("help") => return Ok(Command::Help(bench_help())),
+            Value(v) if target.is_none() => target = Some(Target::parse(&v.string().map_err(usage)?)?),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.target = target.unwrap_or_default();
+    Ok(Command::Bench(args))
 }
 
 fn parse_wire(p: &mut lexopt::Parser) -> Result<Command, Error> {

@@ -12,6 +12,7 @@
 //! - [`server`]: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
 //! - [`shutdown`]: the stop signal that the server and every connection listen for.
 //! - [`client`]: `jam query` and `jam probe`.
+//! - [`bench`]: `jam bench`, the load generator that checks every reply.
 //! - [`lab`]: `jam lab`, the three-machine experiment on 127.16.16.x in one process.
 //! - [`wire`]: `jam wire`, the namespace lab's switch with delay, jitter, loss and rate.
 //! - [`sys`]: the Unix calls (signals, file-descriptor limit), through nix.
@@ -20,6 +21,7 @@
 // Denied everywhere; allowed for one ioctl in `sys::open_tap`, with its reasoning beside it.
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use jam::cli::{self, Command};
-use jam::{client, lab, log, server, wire};
+use jam::{bench, client, lab, log, server, wire};
 
 fn main() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
@@ -28,6 +28,13 @@ fn main() -> ExitCode {
         Command::Probe(args) => client::probe(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Wire(args) => wire::run(&args),
+        Command::Bench(args) => bench::run(&args).and_then(|report| {
+            print!("{}", if args.json { report.json() + "\n" } else { report.text() });
+            match report.errors {
+                0 => Ok(()),
+                n => Err(jam::Error::new(format!("{n} error(s): some replies were wrong or missing"))),
+            }
+        }),
     };
     // The one place an error is printed.
     match result {

@@ -290,6 +290,7 @@ fn the_readme_shows_the_real_help() {
         &["probe", "--help"],
         &["lab", "--help"],
         &["wire", "--help"],
+        &["bench", "--help"],
     ] {
         let help = text(&jam(args).stdout);
         let shown = format!("$ jam {}\n{help}```", args.join(" "));
@@ -338,4 +339,28 @@ fn jam_lab_serves_both_clients_without_privileges() {
         stdout.trim_end().ends_with("jam lab: every client was served: 4 of 4 queries answered"),
         "{stdout}"
     );
+}
+
+#[test]
+fn bench_runs_every_mode_and_checks_every_reply() {
+    let s = serve(&["--quiet"]);
+    let addr = s.addr.to_string();
+    let pid = s.child.0.id().to_string();
+    for mode in ["rr", "pipeline", "churn", "idle"] {
+        let out =
+            jam(&["bench", &addr, "--mode", mode, "-c", "8", "-d", "300ms", "--json", "--server-pid", &pid]);
+        let json = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {json}{}", text(&out.stderr));
+        assert!(json.starts_with(&format!("{{\"mode\":\"{mode}\",\"connections\":8,")), "{json}");
+        assert!(json.contains("\"errors\":0,"), "{json}");
+        assert!(!json.contains("\"requests\":0,"), "{mode} made no requests: {json}");
+        assert!(!json.contains("\"server_cpu_seconds\":null"), "{json}");
+    }
+    // The text report, and a wrong expectation: every reply is an error, and the exit code says so.
+    let out = jam(&["bench", &addr, "-c", "2", "-d", "200ms", "--expect", "+PONG"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    assert!(report.starts_with("mode rr: 2 connections"), "{report}");
+    assert!(report.contains("first error: unexpected reply \"JAM "), "{report}");
+    assert!(text(&out.stderr).starts_with("jam: ") && text(&out.stderr).contains("error(s)"));
 }

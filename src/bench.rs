@@ -1,0 +1,668 @@
+//! `jam bench`: a load generator that checks every reply.
+//!
+//! Modes: request-response (`rr`: each connection sends a request, waits for the reply, repeats),
+//! `pipeline` (each connection keeps `depth` requests in flight), `churn` (per request: connect,
+//! request, reply, QUIT, close, as the lab's nc clients do) and `idle` (open N connections, hold
+//! them, then check that every one is still served).
+//!
+//! It shares a 2-core machine with the server it measures, so it is built to be cheap: each
+//! thread runs its own single-threaded executor over its share of the connections, with no
+//! locks on the request path; replies are counted by scanning for LF in one read buffer; requests
+//! for a pipelined batch go out in one write. It reports its own CPU time, and, given the
+//! server's PID, the server's CPU time per request and memory, which are steadier figures than
+//! requests per second on a shared machine.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use async_net::TcpStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use smol::{LocalExecutor, Timer};
+
+use crate::Error;
+use crate::client::Target;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    RequestResponse,
+    Pipeline,
+    Churn,
+    Idle,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        Some(match s {
+            "rr" | "request-response" => Mode::RequestResponse,
+            "pipeline" | "pipelined" => Mode::Pipeline,
+            "churn" => Mode::Churn,
+            "idle" => Mode::Idle,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::RequestResponse => "rr",
+            Mode::Pipeline => "pipeline",
+            Mode::Churn => "churn",
+            Mode::Idle => "idle",
+        }
+    }
+}
+
+/// Settings of `jam bench`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchArgs {
+    pub target: Target,
+    pub mode: Mode,
+    pub connections: usize,
+    pub duration: Duration,
+    pub depth: usize,
+    pub threads: usize,
+    /// The request line, without CR LF.
+    pub request: String,
+    /// What every reply line must start with; `None` for a strict `JAM hh:mm:ss` check.
+    pub expect: Option<String>,
+    pub json: bool,
+    /// The server's PID, to report its CPU time per request and its memory.
+    pub server_pid: Option<u32>,
+}
+
+/// A reply slower than this is counted as missing and ends that connection's run: a server that
+/// drops requests (the lab's Python server with pipelined input) must not hang the benchmark.
+pub const STALL: Duration = Duration::from_secs(5);
+
+/// Reads, or fails after [`STALL`].
+async fn read_or_stall(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, String> {
+    let read = async { stream.read(buf).await.map_err(|e| format!("read: {e}")) };
+    futures_lite::future::or(read, async {
+        Timer::after(STALL).await;
+        Err(format!("no reply within {} s", STALL.as_secs()))
+    })
+    .await
+}
+
+/// Connects, or fails after [`STALL`] (a server with a tiny backlog drops SYNs, and the kernel
+/// would retry for two minutes).
+async fn connect_or_stall(addr: SocketAddr) -> Result<TcpStream, String> {
+    let connect = async { TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}")) };
+    futures_lite::future::or(connect, async {
+        Timer::after(STALL).await;
+        Err(format!("connect: no answer within {} s", STALL.as_secs()))
+    })
+    .await
+}
+
+/// Latencies in a log-linear histogram: 16 buckets per power of two, so any percentile is
+/// within about 6% of the true value, in a few KiB whatever the number of requests.
+#[derive(Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    max: u64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram { counts: vec![0; 64 * 16], max: 0 }
+    }
+
+    fn bucket(ns: u64) -> usize {
+        if ns < 16 {
+            return ns as usize;
+        }
+        let k = 63 - ns.leading_zeros() as usize;
+        (k - 3) * 16 + ((ns >> (k - 4)) & 15) as usize
+    }
+
+    /// The middle of a bucket's range, in nanoseconds.
+    fn value(bucket: usize) -> u64 {
+        if bucket < 16 {
+            return bucket as u64;
+        }
+        let (k, sub) = (bucket / 16 + 3, (bucket % 16) as u64);
+        ((16 + sub) << (k - 4)) + (1 << (k - 4)) / 2
+    }
+
+    fn record(&mut self, d: Duration) {
+        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+        self.counts[Histogram::bucket(ns)] += 1;
+        self.max = self.max.max(ns);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.max = self.max.max(other.max);
+    }
+
+    fn percentile(&self, p: f64) -> u64 {
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * p / 100.0).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Histogram::value(i).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// What one thread measured.
+struct Tally {
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latency: Histogram,
+}
+
+/// Shared across threads only for the progress line.
+#[derive(Default)]
+struct Progress {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// The server's RSS while an idle run holds its connections; 0 until read.
+    idle_rss: AtomicU64,
+}
+
+/// The outcome of a run.
+pub struct Report {
+    pub mode: Mode,
+    pub connections: usize,
+    pub elapsed: Duration,
+    pub requests: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    /// The load generator's own CPU time.
+    pub own_cpu: Duration,
+    pub server_cpu: Option<Duration>,
+    /// The server's resident memory at the end, and growth per connection (idle mode).
+    pub server_rss: Option<u64>,
+    pub rss_per_connection: Option<f64>,
+}
+
+impl Report {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn us(ns: u64) -> f64 {
+        ns as f64 / 1000.0
+    }
+
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "mode {}: {} connections, {:.1} s, {} requests, {:.0} requests/s, {} errors",
+            self.mode.name(),
+            self.connections,
+            self.elapsed.as_secs_f64(),
+            self.requests,
+            self.per_second(),
+            self.errors
+        );
+        let _ = writeln!(
+            s,
+            "latency: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+            Report::us(self.p50),
+            Report::us(self.p99),
+            Report::us(self.p999),
+            Report::us(self.max)
+        );
+        let per_req = |d: Duration| d.as_secs_f64() * 1e6 / self.requests.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "load generator CPU: {:.2} s ({:.0}% of one core, {:.2} us per request)",
+            self.own_cpu.as_secs_f64(),
+            100.0 * self.own_cpu.as_secs_f64() / self.elapsed.as_secs_f64(),
+            per_req(self.own_cpu)
+        );
+        if let Some(cpu) = self.server_cpu {
+            let _ =
+                writeln!(s, "server CPU: {:.2} s ({:.2} us per request)", cpu.as_secs_f64(), per_req(cpu));
+        }
+        if let Some(rss) = self.server_rss {
+            let _ = write!(s, "server RSS: {} KiB", rss / 1024);
+            if let Some(per) = self.rss_per_connection {
+                let _ = write!(s, " ({per:.0} bytes per idle connection)");
+            }
+            s.push('\n');
+        }
+        if let Some(e) = &self.first_error {
+            let _ = writeln!(s, "first error: {e}");
+        }
+        s
+    }
+
+    pub fn json(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
+        format!(
+            "{{\"mode\":\"{}\",\"connections\":{},\"seconds\":{:.3},\"requests\":{},\"requests_per_second\":{:.1},\
+             \"errors\":{},\"latency_us\":{{\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2}}},\
+             \"own_cpu_seconds\":{:.3},\"server_cpu_seconds\":{},\"server_cpu_us_per_request\":{},\
+             \"server_rss_bytes\":{},\"rss_bytes_per_connection\":{}}}",
+            self.mode.name(),
+            self.connections,
+            self.elapsed.as_secs_f64(),
+            self.requests,
+            self.per_second(),
+            self.errors,
+            Report::us(self.p50),
+            Report::us(self.p99),
+            Report::us(self.p999),
+            Report::us(self.max),
+            self.own_cpu.as_secs_f64(),
+            opt(self.server_cpu.map(|d| d.as_secs_f64())),
+            opt(self.server_cpu.map(|d| d.as_secs_f64() * 1e6 / self.requests.max(1) as f64)),
+            self.server_rss.map_or("null".to_string(), |r| r.to_string()),
+            opt(self.rss_per_connection),
+        )
+    }
+}
+
+/// The server's CPU time (user + system) so far, from /proc. /proc counts in USER_HZ ticks,
+/// which Linux fixes at 100 per second whatever the kernel's own tick rate.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn process_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn own_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |u| {
+        let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+        tv(u.user_time()) + tv(u.system_time())
+    })
+}
+
+/// Checks the reply lines in `data`; returns (lines, the first bad line).
+struct Checker {
+    expect: Option<Vec<u8>>,
+}
+
+impl Checker {
+    fn ok(&self, line: &[u8]) -> bool {
+        let line = line.strip_suffix(b"\r\n").unwrap_or(line);
+        match &self.expect {
+            Some(prefix) => line.starts_with(prefix),
+            None => crate::protocol::parse_time_reply(line).is_some(),
+        }
+    }
+}
+
+/// Runs the benchmark and returns its report.
+pub fn run(args: &BenchArgs) -> Result<Report, Error> {
+    let addr: SocketAddr = smol::block_on(async_net::resolve((args.target.host.as_str(), args.target.port)))
+        .ok()
+        .and_then(|a| a.into_iter().next())
+        .ok_or_else(|| Error::new(format!("cannot resolve {}", args.target)))?;
+    // Fail early and clearly if nothing listens there.
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| Error::new(format!("cannot connect to {addr}: {e}")))?;
+    // Each connection is a file descriptor; the idle mode may hold ten thousand.
+    crate::sys::raise_open_files_limit();
+    let progress = Arc::new(Progress::default());
+    let threads = args.threads.clamp(1, args.connections.max(1));
+    let rss_before = args.server_pid.and_then(process_rss);
+    let cpu_before = args.server_pid.and_then(process_cpu);
+    let own_before = own_cpu();
+    let start = Instant::now();
+    let deadline = start + args.duration;
+    let show_progress = std::io::stderr().is_terminal() && !args.json;
+    let tallies = thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let share = args.connections / threads + usize::from(t < args.connections % threads);
+                let progress = progress.clone();
+                scope.spawn(move || worker(args, addr, share, deadline, &progress))
+            })
+            .collect();
+        if show_progress {
+            while workers.iter().any(|w| !w.is_finished()) {
+                thread::sleep(Duration::from_millis(250));
+                let elapsed = start.elapsed().as_secs_f64();
+                eprint!(
+                    "\r  {:>5.1}/{:.0} s  {:>9} requests  {:>9.0}/s  {} errors ",
+                    elapsed.min(args.duration.as_secs_f64()),
+                    args.duration.as_secs_f64(),
+                    progress.requests.load(Ordering::Relaxed),
+                    progress.requests.load(Ordering::Relaxed) as f64 / elapsed,
+                    progress.errors.load(Ordering::Relaxed),
+                );
+            }
+            eprintln!();
+        }
+        workers.into_iter().map(|w| w.join().expect("bench thread")).collect::<Vec<_>>()
+    });
+    let elapsed = start.elapsed().min(args.duration.max(Duration::from_millis(1)) + Duration::from_secs(60));
+    let mut latency = Histogram::new();
+    let (mut requests, mut errors, mut first_error) = (0, 0, None);
+    for t in &tallies {
+        requests += t.requests;
+        errors += t.errors;
+        latency.merge(&t.latency);
+        if first_error.is_none() {
+            first_error.clone_from(&t.first_error);
+        }
+    }
+    let server_rss = args.server_pid.and_then(process_rss);
+    let held = progress.idle_rss.load(Ordering::Relaxed);
+    Ok(Report {
+        mode: args.mode,
+        connections: args.connections,
+        elapsed,
+        requests,
+        errors,
+        first_error,
+        p50: latency.percentile(50.0),
+        p99: latency.percentile(99.0),
+        p999: latency.percentile(99.9),
+        max: latency.max,
+        own_cpu: own_cpu().saturating_sub(own_before),
+        server_cpu: args.server_pid.and_then(process_cpu).zip(cpu_before).map(|(a, b)| a.saturating_sub(b)),
+        server_rss,
+        rss_per_connection: (held > 0)
+            .then_some(held)
+            .zip(rss_before)
+            .map(|(held, before)| held.saturating_sub(before) as f64 / args.connections.max(1) as f64),
+    })
+}
+
+/// One thread's share of the connections, on a single-threaded executor.
+fn worker(
+    args: &BenchArgs,
+    addr: SocketAddr,
+    connections: usize,
+    deadline: Instant,
+    progress: &Progress,
+) -> Tally {
+    let ex = LocalExecutor::new();
+    let checker = Rc::new(Checker { expect: args.expect.as_ref().map(|e| e.as_bytes().to_vec()) });
+    let mut request = args.request.clone().into_bytes();
+    request.extend_from_slice(b"\r\n");
+    let request: Rc<[u8]> = request.into();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (checker, request) = (checker.clone(), request.clone());
+            ex.spawn(async move {
+                let mut t = Tally { requests: 0, errors: 0, first_error: None, latency: Histogram::new() };
+                let result = match args.mode {
+                    Mode::RequestResponse => {
+                        pipelined(addr, &request, 1, deadline, &checker, &mut t, progress).await
+                    }
+                    Mode::Pipeline => {
+                        pipelined(addr, &request, args.depth.max(1), deadline, &checker, &mut t, progress)
+                            .await
+                    }
+                    Mode::Churn => churn(addr, &request, deadline, &checker, &mut t, progress).await,
+                    Mode::Idle => Ok(()),
+                };
+                if let Err(e) = result {
+                    t.errors += 1;
+                    t.first_error.get_or_insert(e);
+                }
+                t
+            })
+        })
+        .collect();
+    let mut tally = Tally { requests: 0, errors: 0, first_error: None, latency: Histogram::new() };
+    let mut add = |t: Tally| {
+        tally.requests += t.requests;
+        tally.errors += t.errors;
+        tally.latency.merge(&t.latency);
+        if tally.first_error.is_none() {
+            tally.first_error = t.first_error;
+        }
+    };
+    if args.mode == Mode::Idle {
+        add(smol::block_on(ex.run(idle(
+            &ex,
+            args,
+            addr,
+            connections,
+            deadline,
+            &request,
+            &checker,
+            progress,
+        ))));
+    } else {
+        for task in tasks {
+            add(smol::block_on(ex.run(task)));
+        }
+    }
+    tally
+}
+
+/// Keeps `depth` requests in flight on one connection until the deadline (depth 1 is
+/// request-response), checking and timing every reply.
+async fn pipelined(
+    addr: SocketAddr,
+    request: &[u8],
+    depth: usize,
+    deadline: Instant,
+    checker: &Checker,
+    t: &mut Tally,
+    progress: &Progress,
+) -> Result<(), String> {
+    let mut stream = connect_or_stall(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let batch: Vec<u8> = request.repeat(depth);
+    let mut sent_at = std::collections::VecDeque::with_capacity(depth);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut partial: Vec<u8> = Vec::new();
+    let now = Instant::now();
+    stream.write_all(&batch).await.map_err(|e| format!("write: {e}"))?;
+    sent_at.extend(std::iter::repeat_n(now, depth));
+    while !sent_at.is_empty() {
+        let n = read_or_stall(&mut stream, &mut buf).await?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        let now = Instant::now();
+        let mut answered = 0;
+        let mut start = 0;
+        let data = &buf[..n];
+        for (i, &b) in data.iter().enumerate() {
+            if b != b'\n' {
+                continue;
+            }
+            let line_ok = if partial.is_empty() {
+                checker.ok(&data[start..=i])
+            } else {
+                partial.extend_from_slice(&data[start..=i]);
+                let ok = checker.ok(&partial);
+                partial.clear();
+                ok
+            };
+            start = i + 1;
+            answered += 1;
+            let sent = sent_at.pop_front().ok_or("a reply nobody asked for")?;
+            t.latency.record(now - sent);
+            if line_ok {
+                t.requests += 1;
+            } else {
+                t.errors += 1;
+                if t.first_error.is_none() {
+                    t.first_error =
+                        Some(format!("unexpected reply {:?}", String::from_utf8_lossy(&data[..=i])));
+                }
+            }
+        }
+        partial.extend_from_slice(&data[start..]);
+        progress.requests.fetch_add(answered, Ordering::Relaxed);
+        if answered > 0 && now < deadline {
+            stream
+                .write_all(&batch[..answered as usize * request.len()])
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            sent_at.extend(std::iter::repeat_n(now, answered as usize));
+        }
+    }
+    Ok(())
+}
+
+/// Connect, request, reply, QUIT, close; again until the deadline.
+async fn churn(
+    addr: SocketAddr,
+    request: &[u8],
+    deadline: Instant,
+    checker: &Checker,
+    t: &mut Tally,
+    progress: &Progress,
+) -> Result<(), String> {
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        let one = async {
+            let mut stream = connect_or_stall(addr).await?;
+            let _ = stream.set_nodelay(true);
+            stream.write_all(request).await.map_err(|e| format!("write: {e}"))?;
+            let mut got = Vec::new();
+            while !got.contains(&b'\n') {
+                let n = read_or_stall(&mut stream, &mut buf).await?;
+                if n == 0 {
+                    return Err("closed before replying".to_string());
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if !checker.ok(&got) {
+                return Err(format!("unexpected reply {:?}", String::from_utf8_lossy(&got)));
+            }
+            // QUIT, then close without waiting: the lab's clients do no more.
+            let _ = stream.write_all(b"QUIT\r\n").await;
+            Ok(())
+        };
+        match one.await {
+            Ok(()) => {
+                t.requests += 1;
+                t.latency.record(start.elapsed());
+                progress.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                t.errors += 1;
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+                t.first_error.get_or_insert(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens every connection, holds them until the deadline, then checks each is still served.
+#[allow(clippy::too_many_arguments)]
+async fn idle(
+    ex: &LocalExecutor<'_>,
+    args: &BenchArgs,
+    addr: SocketAddr,
+    connections: usize,
+    deadline: Instant,
+    request: &[u8],
+    checker: &Checker,
+    progress: &Progress,
+) -> Tally {
+    let mut t = Tally { requests: 0, errors: 0, first_error: None, latency: Histogram::new() };
+    let mut open = Vec::with_capacity(connections);
+    // All at once, as many clients would: one slow connect must not hold up the rest.
+    let connecting: Vec<_> = (0..connections).map(|_| ex.spawn(connect_or_stall(addr))).collect();
+    for connected in connecting {
+        match connected.await {
+            Ok(s) => open.push(s),
+            Err(e) => {
+                t.errors += 1;
+                t.first_error.get_or_insert(e);
+            }
+        }
+    }
+    // Every connection must be accepted before the server's memory is read: ask on the last.
+    if let Some(last) = open.last_mut() {
+        let _ = last.write_all(request).await;
+        let mut buf = [0u8; 64];
+        let _ = last.read(&mut buf).await;
+    }
+    // The largest reading of the threads, each taken once its own share is open.
+    if let Some(rss) = args.server_pid.and_then(process_rss) {
+        progress.idle_rss.fetch_max(rss, Ordering::Relaxed);
+    }
+    Timer::at(deadline).await;
+    let mut buf = [0u8; 256];
+    for mut s in open {
+        let start = Instant::now();
+        let ok = async {
+            s.write_all(request).await.ok()?;
+            let n = read_or_stall(&mut s, &mut buf).await.ok()?;
+            checker.ok(&buf[..n]).then_some(())
+        }
+        .await;
+        match ok {
+            Some(()) => {
+                t.requests += 1;
+                t.latency.record(start.elapsed());
+                progress.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                t.errors += 1;
+                t.first_error.get_or_insert("an idle connection was not served".into());
+            }
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles_are_within_a_bucket() {
+        let mut h = Histogram::new();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.percentile(50.0) as f64 / 1000.0;
+        let p99 = h.percentile(99.0) as f64 / 1000.0;
+        assert!((p50 - 500.0).abs() / 500.0 < 0.07, "{p50}");
+        assert!((p99 - 990.0).abs() / 990.0 < 0.07, "{p99}");
+        assert_eq!(h.percentile(100.0), 1_000_000);
+        for ns in [0, 1, 15, 16, 17, 1000, 123_456_789] {
+            let b = Histogram::bucket(ns);
+            let v = Histogram::value(b) as f64;
+            assert!(ns < 16 && v == ns as f64 || (v - ns as f64).abs() / ns as f64 <= 1.0 / 16.0, "{ns} {v}");
+        }
+    }
+
+    #[test]
+    fn the_checker_is_strict_for_jam_and_a_prefix_otherwise() {
+        let jam = Checker { expect: None };
+        assert!(jam.ok(b"JAM 12:00:00\r\n"));
+        assert!(!jam.ok(b"JAM 09 05 25 16:37:26\r\n"));
+        let pong = Checker { expect: Some(b"+PONG".to_vec()) };
+        assert!(pong.ok(b"+PONG\r\n") && !pong.ok(b"-ERR\r\n"));
+    }
+}
