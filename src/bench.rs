@@ -149,6 +149,9 @@ impl Histogram {
             return 0;
         }
         let rank = ((total as f64) * p / 100.0).ceil().max(1.0) as u64;
+        if rank >= total {
+            return self.max;
+        }
         let mut seen = 0;
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
