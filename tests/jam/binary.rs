@@ -343,7 +343,7 @@ fn jam_lab_serves_both_clients_without_privileges() {
 
 #[test]
 fn bench_runs_every_mode_and_checks_every_reply() {
-    let s = serve(&["--quiet"]);
+    let s = serve(&[]);
     let addr = s.addr.to_string();
     let pid = s.child.0.id().to_string();
     for mode in ["rr", "pipeline", "churn", "idle"] {
