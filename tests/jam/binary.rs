@@ -364,3 +364,47 @@ fn bench_runs_every_mode_and_checks_every_reply() {
     assert!(report.contains("first error: unexpected reply \"JAM "), "{report}");
     assert!(text(&out.stderr).starts_with("jam: ") && text(&out.stderr).contains("error(s)"));
 }
+
+#[test]
+fn the_aarch64_build_serves_and_queries_under_qemu() {
+    let Some(arm) = std::env::var_os("JAM_AARCH64_BIN").map(PathBuf::from) else {
+        require("JAM_AARCH64_BIN (the aarch64 musl build; tests/run sets it)", false);
+        return;
+    };
+    if !require("qemu-aarch64-static (Debian's qemu-user-static)", have("qemu-aarch64-static", "--version")) {
+        return;
+    }
+    let elf = std::fs::read(&arm).unwrap();
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 183, "not an aarch64 ELF (EM_AARCH64)");
+    assert!(!has_interpreter(&elf), "the aarch64 build is dynamically linked");
+    let qemu = |args: &[&str]| {
+        let mut c = Command::new("qemu-aarch64-static");
+        c.arg(&arm).args(args);
+        c
+    };
+    let mut child = qemu(&["serve", "--listen", "127.0.0.1:0"]).stderr(Stdio::piped()).spawn().unwrap();
+    let log = lines_of(child.stderr.take().unwrap());
+    let child = Reaped(child);
+    let line = wait_for_line(&log, "listening on ");
+    let addr = line.split("listening on ").nth(1).unwrap().split(';').next().unwrap().to_string();
+    // The x86_64 client against the aarch64 server, and the aarch64 client and probe too.
+    let out = jam(&["query", &addr]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_time(&format!("{}\r\n", text(&out.stdout).trim_end()));
+    let out = qemu(&["query", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_time(&format!("{}\r\n", text(&out.stdout).trim_end()));
+    assert_eq!(qemu(&["probe", &addr]).status().unwrap().code(), Some(0));
+    // SIGTERM reaches the emulated process and it stops cleanly.
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).unwrap();
+    let mut child = child;
+    let deadline = Instant::now() + HANG;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the aarch64 server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
