@@ -31,6 +31,8 @@ pub enum Command {
     Lab(LabArgs),
     Wire(WireArgs),
     Bench(BenchArgs),
+    /// Run as PID 1 of the appliance.
+    Init,
     /// Print this text to stdout and exit 0.
     Help(String),
 }
@@ -55,6 +57,7 @@ Commands:
   probe   health check for containers: exit 0 if a server answers, 1 if not
   lab     the three-machine lab on 127.16.16.x: no root, no Docker
   bench   load generator: requests/s, latency, CPU per request; checks every reply
+  init    PID 1 of the appliance VM (run as /init, it starts by itself)
   wire    the network of deploy/netns: a switch with delay, jitter, loss and rate (root)
 
 Options:
@@ -227,6 +230,16 @@ Options:
     )
 }
 
+const INIT_HELP: &str = "jam init: PID 1 of the appliance, a virtual machine in which jam is the whole system
+
+Usage: jam init        (or jam as /init with no arguments: it notices that it is PID 1)
+
+Mounts /proc, /sys and /dev, loads the modules in /lib/modules/jam, configures lo and the
+interface of the kernel's ip= parameter, serves on port 45000, reaps orphans, and powers off on
+the ACPI power button, ctrl-alt-del or SIGTERM. Settings are the kernel command line's NAME=value
+words (TZ, JAM_...). See deploy/appliance/README.md.
+";
+
 /// Parses the arguments after the program name. `env` looks up an environment variable.
 pub fn parse<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error>
 where
@@ -251,6 +264,11 @@ where
         "lab" => parse_lab(&mut parser, env),
         "wire" => parse_wire(&mut parser),
         "bench" => parse_bench(&mut parser),
+        "init" => match parser.next().map_err(usage)? {
+            None => Ok(Command::Init),
+            Some(Short('h') | Long("help")) => Ok(Command::Help(INIT_HELP.into())),
+            Some(other) => Err(usage(other.unexpected())),
+        },
         "help" => Ok(Command::Help(main_help())),
         other => Err(Error::new(format!(
             "unknown command {other:?}: expected serve, query, probe, lab, wire or bench (see jam --help)"

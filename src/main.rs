@@ -4,11 +4,15 @@
 use std::process::ExitCode;
 
 use jam::cli::{self, Command};
-use jam::{bench, client, lab, log, server, wire};
+use jam::{bench, client, init, lab, log, server, wire};
 
 fn main() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
-    let command = match cli::parse(std::env::args_os().skip(1), &env) {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    // The kernel starts /init with no arguments: as PID 1, jam is the appliance's init.
+    let parsed =
+        if args.is_empty() && std::process::id() == 1 { Ok(Command::Init) } else { cli::parse(args, &env) };
+    let command = match parsed {
         Ok(command) => command,
         Err(e) => {
             eprintln!("jam: {e}");
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => client::probe(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Wire(args) => wire::run(&args),
+        Command::Init => init::run(),
         Command::Bench(args) => bench::run(&args).and_then(|report| {
             print!("{}", if args.json { report.json() + "\n" } else { report.text() });
             match report.errors {

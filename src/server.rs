@@ -247,6 +247,12 @@ pub fn run(config: Config) -> Result<(), Error> {
     // First, before any thread starts, so that every thread inherits the blocked signal mask.
     let shutdown = Shutdown::new();
     sys::stop_on_signal(&shutdown, "jam-signals")?;
+    run_until(config, shutdown)
+}
+
+/// Serves until `shutdown` is triggered (by the caller's signal handling), then shuts down
+/// gracefully and returns. `jam init` uses it with its own signals and the power button.
+pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
     let zone = Zone::resolve(config.zone_flag.as_deref(), config.zone_env.as_deref())?;
     let open_files = sys::raise_open_files_limit();
     let mut limits = config.limits;

@@ -103,3 +103,81 @@ pub fn open_tap(name: &str) -> io::Result<std::fs::File> {
     unsafe { tunsetiff(file.as_raw_fd(), &mut request) }?;
     Ok(file)
 }
+
+/// An IPv4 address as the kernel's generic `sockaddr` (family, port 0, address).
+fn sockaddr_v4(ip: std::net::Ipv4Addr) -> nix::libc::sockaddr {
+    use nix::libc;
+    let mut sa_data = [0 as libc::c_char; 14];
+    for (dst, src) in sa_data[2..6].iter_mut().zip(ip.octets()) {
+        *dst = src as libc::c_char;
+    }
+    libc::sockaddr { sa_family: libc::AF_INET as libc::sa_family_t, sa_data }
+}
+
+fn ifreq(name: &str, ifru: nix::libc::__c_anonymous_ifr_ifru) -> io::Result<nix::libc::ifreq> {
+    use nix::libc;
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+    }
+    let mut ifr_name = [0 as libc::c_char; libc::IFNAMSIZ];
+    for (dst, src) in ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(libc::ifreq { ifr_name, ifr_ifru: ifru })
+}
+
+/// Brings interface `name` up, with `address`/`netmask` if given, for `jam init`, which has no
+/// `ip` command to call.
+//
+// The classic socket ioctls (SIOCSIFADDR and friends), which nix can declare but not call safely.
+#[allow(unsafe_code)]
+pub fn configure_interface(
+    name: &str,
+    address: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+) -> io::Result<()> {
+    use nix::libc;
+    nix::ioctl_write_ptr_bad!(set_addr, libc::SIOCSIFADDR, libc::ifreq);
+    nix::ioctl_write_ptr_bad!(set_netmask, libc::SIOCSIFNETMASK, libc::ifreq);
+    nix::ioctl_readwrite_bad!(get_flags, libc::SIOCGIFFLAGS, libc::ifreq);
+    nix::ioctl_write_ptr_bad!(set_flags, libc::SIOCSIFFLAGS, libc::ifreq);
+    let sock: OwnedFd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let fd = sock.as_raw_fd();
+    if let Some((ip, mask)) = address {
+        let addr = ifreq(name, libc::__c_anonymous_ifr_ifru { ifru_addr: sockaddr_v4(ip) })?;
+        let netmask = ifreq(name, libc::__c_anonymous_ifr_ifru { ifru_netmask: sockaddr_v4(mask) })?;
+        // SAFETY: each request is a valid, initialised ifreq that outlives its call; these
+        // ioctls only read it.
+        unsafe {
+            set_addr(fd, &addr)?;
+            set_netmask(fd, &netmask)?;
+        }
+    }
+    let mut flags = ifreq(name, libc::__c_anonymous_ifr_ifru { ifru_flags: 0 })?;
+    // SAFETY: SIOCGIFFLAGS fills `ifru_flags` of a valid ifreq, which is then the union's field
+    // to read; SIOCSIFFLAGS only reads the request.
+    unsafe {
+        get_flags(fd, &mut flags)?;
+        flags.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        set_flags(fd, &flags)?;
+    }
+    Ok(())
+}
+
+/// Adds a default route through `gateway`.
+#[allow(unsafe_code)]
+pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
+    use nix::libc;
+    nix::ioctl_write_ptr_bad!(add_route, libc::SIOCADDRT, libc::rtentry);
+    let sock: OwnedFd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: an all-zero rtentry is valid (null device pointer: the kernel picks the interface
+    // from the gateway); the fields that matter are set below, and SIOCADDRT only reads it.
+    unsafe {
+        let mut route: libc::rtentry = std::mem::zeroed();
+        route.rt_dst = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
+        route.rt_genmask = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
+        route.rt_gateway = sockaddr_v4(gateway);
+        route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        add_route(sock.as_raw_fd(), &route)?;
+    }
+    Ok(())
+}

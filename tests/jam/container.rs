@@ -289,3 +289,34 @@ fn capture_shows_the_sheets_exchange() {
         }
     }
 }
+
+#[test]
+fn the_arm64_image_is_built_from_the_aarch64_binary() {
+    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
+    if !require("a running Docker engine", docker_up) {
+        return;
+    }
+    let Some(arm) = std::env::var_os("JAM_AARCH64_BIN").map(PathBuf::from) else {
+        require("JAM_AARCH64_BIN (the aarch64 musl build; tests/run sets it)", false);
+        return;
+    };
+    let tag = format!("jam:test-arm64-{}", std::process::id());
+    struct Image(String);
+    impl Drop for Image {
+        fn drop(&mut self) {
+            let _ = run(&mut docker(&["image", "rm", "-f", &self.0]));
+        }
+    }
+    let _image = Image(tag.clone());
+    let script = repo().join("deploy/image");
+    let out = ok(Command::new(&script).args(["--arch", "arm64", "--tag", &tag]));
+    assert!(out.contains("linux/arm64"), "{out}");
+    let field = |f: &str| ok(&mut docker(&["image", "inspect", "-f", f, &tag])).trim().to_string();
+    assert_eq!(field("{{.Os}}/{{.Architecture}}/{{.Variant}}"), "linux/arm64/v8");
+    assert_eq!(field("{{.Size}}"), std::fs::metadata(&arm).unwrap().len().to_string());
+    assert_eq!(field("{{json .Config.Entrypoint}}"), r#"["/jam"]"#);
+    assert_eq!(field("{{json .Config.Healthcheck.Test}}"), r#"["CMD","/jam","probe"]"#);
+    // No untagged leftover of the first build.
+    let dangling = ok(&mut docker(&["images", "-q", "--filter", "dangling=true"]));
+    assert!(!dangling.contains(&field("{{.Id}}")[7..19]), "{dangling}");
+}

@@ -4,10 +4,12 @@
 //! - `binary`: the real `jam` executable as a subprocess: signals, exit codes, nc, the static build.
 //! - `container`: the FROM scratch image and the compose lab (needs Docker).
 //! - `netns`: the network-namespace lab of deploy/netns (needs root).
+//! - `appliance`: jam as PID 1 of a QEMU virtual machine (needs qemu-system-x86_64).
 //!
 //! Tests that need something this machine may lack (nc, Docker, root) skip with a loud message on
 //! a laptop and fail under `CI=true`; see `support::require`.
 
+mod appliance;
 mod binary;
 mod container;
 mod netns;
