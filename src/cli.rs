@@ -124,7 +124,8 @@ Arguments:
   [HOST[:PORT]]           server to ask; a name, IPv4 or [IPv6] address [default: 127.0.0.1:{port}]
 
 Options:
-  -n, --count N           requests to send; 0 for until SIGTERM or SIGINT [default: 1]
+  -n, --count N           requests to send; 0 for until SIGTERM or SIGINT, carrying on
+                          after a failed request (reported) with a new connection [default: 1]
   -i, --interval DUR      pause between requests [default: 1s]
   -r, --reconnect         a new connection for each request (connect, TIME, QUIT), as the
                           lab's nc clients do; without it, all requests share one connection

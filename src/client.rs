@@ -250,22 +250,34 @@ pub fn query(args: &QueryArgs) -> Result<(), Error> {
     if args.count != 1 {
         sys::stop_on_signal(&stop, "jam-query-signals")?;
     }
+    // Until stopped, a client outlives a server that restarts or moves: a failed session is
+    // reported and the next one starts on a fresh connection (resolving the name again).
+    let keep_going = args.count == 0;
     smol::block_on(async {
-        let mut session = None;
+        let mut session: Option<Session> = None;
         let mut sent = 0;
         while args.count == 0 || sent < args.count {
             if sent > 0 && stopped_during(args.interval, &stop).await {
                 break;
             }
-            let current = match session.take() {
-                Some(current) => current,
-                None => Session::connect(&args.target, args.timeout).await?,
-            };
-            let current = session.insert(current);
-            println!("{}", current.time().await?);
             sent += 1;
-            if args.reconnect {
-                session.take().expect("just inserted").quit().await?;
+            let step = async {
+                let mut current = match session.take() {
+                    Some(current) => current,
+                    None => Session::connect(&args.target, args.timeout).await?,
+                };
+                println!("{}", current.time().await?);
+                if args.reconnect {
+                    current.quit().await?;
+                } else {
+                    session = Some(current);
+                }
+                Ok::<(), Error>(())
+            };
+            match step.await {
+                Ok(()) => {}
+                Err(e) if keep_going => eprintln!("jam: {e} (trying again)"),
+                Err(e) => return Err(e),
             }
         }
         match session {

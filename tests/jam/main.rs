@@ -5,6 +5,7 @@
 //! - `container`: the FROM scratch image and the compose lab (needs Docker).
 //! - `netns`: the network-namespace lab of deploy/netns (needs root).
 //! - `appliance`: jam as PID 1 of a QEMU virtual machine (needs qemu-system-x86_64).
+//! - `orchestrators`: the Kubernetes manifests (offline) and the Swarm stack (needs Docker).
 //!
 //! Tests that need something this machine may lack (nc, Docker, root) skip with a loud message on
 //! a laptop and fail under `CI=true`; see `support::require`.
@@ -13,5 +14,6 @@ mod appliance;
 mod binary;
 mod container;
 mod netns;
+mod orchestrators;
 mod server;
 mod support;
