@@ -152,6 +152,15 @@ enum Event {
 
 impl Connection<'_> {
     async fn run(&mut self) -> Closed {
+        // A client that connects and sends at once (the lab's nc, a churn of short sessions)
+        // usually has its request waiting by the time the connection is served: read it now,
+        // before asking the reactor, which saves a wake-up and a timer per such connection.
+        match self.read_and_answer() {
+            Ok(Some(closed)) => return closed,
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Closed::Error(e),
+        }
         loop {
             // Replies owed go out before anything more is read: that is the backpressure.
             if !self.owed.is_empty() {
@@ -198,6 +207,19 @@ impl Connection<'_> {
                     return Poll::Ready(Ok(Event::Shutdown));
                 }
             }
+            // Readiness first: when the socket is ready the timer is not even registered, which
+            // for a short session means no timer at all. Readiness is progress, except for a
+            // line that is not finished in time, which is checked here instead.
+            let ready = match want {
+                Want::Read => self.stream.poll_readable(cx),
+                Want::Write => self.stream.poll_writable(cx),
+            };
+            if let Poll::Ready(result) = ready {
+                let line_late = self
+                    .line_started
+                    .is_some_and(|started| Instant::now() >= started + self.shared.limits.line_timeout);
+                return Poll::Ready(result.map(|()| if line_late { Event::Deadline } else { Event::Ready }));
+            }
             while Pin::new(&mut self.timer).poll(cx).is_ready() {
                 let deadline = self.deadline();
                 if Instant::now() >= deadline {
@@ -207,11 +229,7 @@ impl Connection<'_> {
                 self.timer.set_at(deadline);
                 self.armed = deadline;
             }
-            let ready = match want {
-                Want::Read => self.stream.poll_readable(cx),
-                Want::Write => self.stream.poll_writable(cx),
-            };
-            ready.map_ok(|()| Event::Ready)
+            Poll::Pending
         })
         .await
     }

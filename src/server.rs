@@ -121,6 +121,10 @@ pub async fn serve(
     });
     let mut stats = Stats::default();
     let mut out_of_fds = false;
+    // Replies are single small writes that should leave at once, not wait for Nagle.
+    if let Err(e) = sys::set_nodelay_for_accepted(listener.get_ref()) {
+        warn!("cannot set TCP_NODELAY: {e}; replies may be delayed");
+    }
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -212,8 +216,6 @@ fn admit(
         return;
     }
     stats.accepted += 1;
-    // Replies are single small writes that should leave at once, not wait for Nagle.
-    let _ = stream.get_ref().set_nodelay(true);
     info!("connection from {peer} ({open} open)");
     ex.spawn(async move {
         let summary = connection::serve(stream, &active.0).await;
