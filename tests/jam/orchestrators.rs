@@ -4,37 +4,11 @@
 //! Everything the swarm test makes (the swarm itself, the stack, the client, the image) is
 //! removed by a guard, also when a check fails.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{HANG, require};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn docker(args: &[&str]) -> Command {
-    let mut c = Command::new("docker");
-    c.args(args);
-    c
-}
+use crate::support::{HANG, docker, ok, repo, require, run};
 
 #[test]
 fn the_kubernetes_manifests_validate_and_are_hardened() {
