@@ -408,3 +408,21 @@ fn the_aarch64_build_serves_and_queries_under_qemu() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn the_scripts_print_usage_and_reject_unknown_commands() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for script in ["deploy/lab", "deploy/netns/lab", "deploy/appliance/boot"] {
+        let help = Command::new(root.join(script)).arg("--help").output().unwrap();
+        assert_eq!(help.status.code(), Some(0), "{script} --help");
+        assert!(text(&help.stdout).contains(&format!("Usage: {script}")), "{script}: {}", text(&help.stdout));
+        let bad = Command::new(root.join(script)).arg("--bogus").output().unwrap();
+        assert_eq!(bad.status.code(), Some(2), "{script} --bogus");
+    }
+    for script in ["deploy/image", "deploy/appliance/build", "deploy/appliance/boot-time", "bench/compare"] {
+        let help = Command::new(root.join(script)).arg("--help").output().unwrap();
+        assert_eq!(help.status.code(), Some(0), "{script} --help");
+        let bad = Command::new(root.join(script)).arg("--bogus").output().unwrap();
+        assert_eq!(bad.status.code(), Some(2), "{script} --bogus");
+    }
+}
