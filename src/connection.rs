@@ -115,7 +115,9 @@ pub async fn serve(stream: Async<TcpStream>, shared: &Shared) -> Summary {
         shutdown,
     };
     let closed = if conn.stopping { Closed::Shutdown } else { conn.run().await };
-    conn.close(&closed).await;
+    // Boxed: the closing steps (a timer, the final flush) are needed once, at the end, and would
+    // otherwise make every connection's task as large as they are for all of its life.
+    Box::pin(conn.close(&closed)).await;
     Summary { closed, requests: conn.requests }
 }
 
