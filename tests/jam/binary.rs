@@ -426,3 +426,51 @@ fn the_scripts_print_usage_and_reject_unknown_commands() {
         assert_eq!(bad.status.code(), Some(2), "{script} --bogus");
     }
 }
+
+#[test]
+fn out_of_file_descriptors_the_server_backs_off_and_keeps_serving() {
+    if !require("prlimit (util-linux)", have("prlimit", "--version")) {
+        return;
+    }
+    // 64 descriptors: 32 go to connections (the rest is the reserve); clients turned away while
+    // the server lingers for their FIN use up the remainder, and accept fails with EMFILE.
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=64:64", JAM, "serve", "--listen", "127.0.0.1:0"])
+        .env_remove("JAM_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = lines_of(child.stderr.take().unwrap());
+    let _child = Reaped(child);
+    let line = wait_for_line(&log, "listening on ");
+    assert!(line.contains("up to 32 connections (open files 64)"), "{line}");
+    let addr: std::net::SocketAddr =
+        line.split("listening on ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    let mut held: Vec<Client> = (0..32).map(|_| Client::connect(addr)).collect();
+    for c in &mut held {
+        c.time();
+    }
+    let turned_away: Vec<std::net::TcpStream> =
+        (0..120).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, HANG).ok()).collect();
+    wait_for_line(&log, "cannot accept: ");
+    // Logged once, not spun on; and the open connections are still served.
+    for c in &mut held {
+        c.time();
+    }
+    drop(turned_away);
+    held.truncate(16);
+    wait_for_line(&log, "accepting connections again");
+    // The places freed are given out again (once the server has seen those clients go).
+    let start = Instant::now();
+    loop {
+        let mut c = Client::connect(addr);
+        c.send(b"TIME\r\n");
+        let reply = c.line();
+        if reply != "ERROR server busy\r\n" {
+            assert_time(&reply);
+            break;
+        }
+        assert!(start.elapsed() < HANG, "no place was freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
