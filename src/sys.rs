@@ -40,11 +40,13 @@ pub fn stop_on_signal(stop: &Shutdown, thread_name: &str) -> Result<(), Error> {
         .name(thread_name.into())
         .spawn(move || {
             while let Some(signal) = wait_for_signal(&signals) {
-                if stop.trigger() {
-                    crate::info!("received {signal}: stopping");
-                } else {
+                // Said before the trigger, so that it comes before what the stop sets off.
+                if stop.is_triggered() {
                     crate::info!("received {signal} again: already stopping");
+                } else {
+                    crate::info!("received {signal}: stopping");
                 }
+                stop.trigger();
             }
         })
         .map_err(|e| Error::new(format!("cannot start the signal thread: {e}")))?;
