@@ -1,8 +1,9 @@
 //! jam: the networking lab's TCP time server, done properly.
 //!
 //! A client sends `TIME` + CR LF and gets `JAM hh:mm:ss` + CR LF; `QUIT` + CR LF ends the
-//! session. One static binary holds the server, the client, a container health probe and a load
-//! generator; `docs/PROTOCOL.md` describes the protocol and `README.md` the whole project.
+//! session. One static binary holds the server, the client, a container health probe, a load
+//! generator, the lab in one process, the namespace lab's switch and the appliance's init;
+//! `docs/PROTOCOL.md` describes the protocol and `README.md` the whole project.
 //!
 //! # Layout
 //! - [`protocol`]: the pure protocol core: framing, requests, reply bytes. No I/O, no clock.
@@ -12,7 +13,7 @@
 //! - [`server`]: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
 //! - [`shutdown`]: the stop signal that the server and every connection listen for.
 //! - [`client`]: `jam query` and `jam probe`.
-//! - [`bench`]: `jam bench`, the load generator that checks every reply.
+//! - [`bench`](mod@bench): `jam bench`, the load generator that checks every reply.
 //! - [`lab`]: `jam lab`, the three-machine experiment on 127.16.16.x in one process.
 //! - [`wire`]: `jam wire`, the namespace lab's switch with delay, jitter, loss and rate.
 //! - [`init`]: `jam init`, PID 1 of the appliance VM: mounts, modules, network, power off.

@@ -7,7 +7,9 @@
 //! Executor design: one `smol::Executor` shared by one thread per core. Connections are tasks
 //! that any thread may run, so a slow or busy client never holds up the others, and a burst on
 //! one connection is spread over the cores. async-io's reactor is driven by whichever thread is
-//! idle. (Issue 6 measures this against one executor per core with SO_REUSEPORT.)
+//! idle. docs/PERFORMANCE.md has the measurements: on a machine whose cores the server shares
+//! with its load, one thread costs less per request; where it has cores of its own, more threads
+//! spread the load, hence one per core by default and `--threads` to choose.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
