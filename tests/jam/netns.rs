@@ -21,8 +21,11 @@ struct NetnsLab {
 
 impl NetnsLab {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(script())
-            .args(args)
+        let mut cmd = Command::new(script());
+        if let Some(dir) = std::env::var_os("JAM_APPLIANCE_DIR") {
+            cmd.env("JAM_APPLIANCE_DIR", dir);
+        }
+        cmd.args(args)
             .env("JAM_BIN", &self.jam)
             .env("JAM_NETNS_STATE", &self.state)
             .env("TZ", "Asia/Jakarta")
@@ -165,6 +168,38 @@ fn the_namespace_lab_builds_bends_captures_and_leaves_no_trace() {
     let out = lab.run(&["exec", "mesin9", "true"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(lab.run(&["bogus"]).status.code(), Some(2));
+
+    appliance_as_mesin1(&lab, &before);
+}
+
+/// The lab with mesin1 as the appliance VM, bridged onto the lab's network in its namespace:
+/// the clients in mesin2 and mesin3 reach jam running as PID 1 across the simulated network.
+fn appliance_as_mesin1(lab: &NetnsLab, before: &(String, Vec<String>)) {
+    let qemu = have("qemu-system-x86_64", "--version");
+    let built = std::env::var_os("JAM_APPLIANCE_DIR").is_some();
+    if !require(
+        "qemu-system-x86_64 and the appliance (JAM_APPLIANCE_DIR; tests/run builds it)",
+        qemu && built,
+    ) {
+        return;
+    }
+    let up = lab.ok(&["up", "--vm"]);
+    assert!(up.contains("server: the appliance VM on mesin1 answers on 172.16.16.101:45000"), "{up}");
+    let demo = lab.ok(&["demo"]);
+    for m in ["mesin2", "mesin3"] {
+        assert_eq!(demo.lines().filter(|l| l.starts_with(&format!("{m} | JAM "))).count(), 3, "{demo}");
+    }
+    assert!(
+        demo.contains("connection from 172.16.16.102:") && demo.contains("connection from 172.16.16.103:")
+    );
+    let console = std::fs::read_to_string(lab.state.join("mesin1.log")).unwrap();
+    assert!(console.contains("init: starting as PID 1"), "{console}");
+    assert!(console.contains("jam init: eth0 is 172.16.16.101/24"), "{console}");
+    let vm = lab.pid("vm");
+    let down = lab.ok(&["down"]);
+    assert!(down.contains("removed: vm"), "{down}");
+    assert!(!alive(vm), "the VM was not stopped");
+    assert_eq!(&machine_state(), before, "the VM lab left something behind");
 }
 
 fn capture_of_the_demo(lab: &NetnsLab) {
