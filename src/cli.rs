@@ -96,7 +96,8 @@ Options:
       --grace DUR           on SIGTERM, how long connections get to finish
                             [env: JAM_GRACE] [default: {grace}]
       --threads N           executor threads [env: JAM_THREADS] [default: one per core]
-  -q, --quiet               log only warnings and errors [env: JAM_LOG=error|warn|info|debug|off]
+  -q, --quiet               log the start, the stop, warnings and errors, not every connection
+                            [env: JAM_LOG=error|warn|notice|info|debug|off] [default: info]
   -h, --help                print this help
 
 DUR is a number of seconds or a span such as 500ms, 30s, 5m.
@@ -309,8 +310,9 @@ fn parse_serve(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> 
         None => None,
     };
     let mut log = match from_env("JAM_LOG") {
-        Some(v) => Level::parse(&v)
-            .ok_or_else(|| Error::new(format!("JAM_LOG={v:?}: expected error, warn, info, debug or off")))?,
+        Some(v) => Level::parse(&v).ok_or_else(|| {
+            Error::new(format!("JAM_LOG={v:?}: expected error, warn, notice, info, debug or off"))
+        })?,
         None => Level::Info,
     };
     let mut zone_flag = None;
@@ -331,7 +333,7 @@ fn parse_serve(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> 
             }
             Long("grace") => limits.grace = duration(&text(p)?).map_err(in_flag("--grace"))?,
             Long("threads") => threads = Some(count(&text(p)?).map_err(in_flag("--threads"))?),
-            Short('q') | Long("quiet") => log = log.min(Level::Warn),
+            Short('q') | Long("quiet") => log = log.min(Level::Notice),
             Short('h') | Long("help") => return Ok(Command::Help(serve_help())),
             other => return Err(usage(other.unexpected())),
         }
@@ -592,7 +594,7 @@ mod tests {
         assert_eq!(c.listen, "[::1]:0".parse().unwrap());
         assert_eq!(c.limits.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.limits.max_connections, 7);
-        assert_eq!((log, c.zone_flag.as_deref()), (Level::Warn, Some("UTC")));
+        assert_eq!((log, c.zone_flag.as_deref()), (Level::Notice, Some("UTC")));
     }
 
     #[test]

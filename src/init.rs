@@ -26,7 +26,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::shutdown::Shutdown;
-use crate::{Error, error, info, sys, warn};
+use crate::{Error, error, notice, sys, warn};
 
 /// Where the build puts the modules, and the file that lists them in load order.
 pub const MODULES: &str = "/lib/modules/jam";
@@ -93,7 +93,7 @@ pub fn run() -> Result<(), Error> {
     if let Err(e) = signals.thread_block() {
         error!("jam init: cannot block signals: {e}");
     }
-    info!("jam {} init: starting as PID 1", env!("CARGO_PKG_VERSION"));
+    notice!("jam {} init: starting as PID 1", env!("CARGO_PKG_VERSION"));
     mount_filesystems();
     // ctrl-alt-del: SIGINT to PID 1 instead of an immediate reboot.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
@@ -160,7 +160,7 @@ fn load_modules(dir: &Path) {
             Err(e) => error!("jam init: cannot load module {}: {e}", path.display()),
         }
     }
-    info!("jam init: loaded modules: {}", loaded.join(" "));
+    notice!("jam init: loaded modules: {}", loaded.join(" "));
 }
 
 fn configure_network() {
@@ -201,7 +201,7 @@ fn configure_network() {
             error!("jam init: cannot add the default route via {gw}: {e}");
         }
     }
-    info!(
+    notice!(
         "jam init: {} is {}/{}{}",
         config.device,
         config.address,
@@ -223,7 +223,7 @@ fn watch_signals(signals: SigSet, shutdown: Shutdown) {
                     }
                 }
                 Ok(signal) => {
-                    info!("jam init: received {signal}: powering off");
+                    notice!("jam init: received {signal}: powering off");
                     shutdown.trigger();
                 }
                 Err(e) => {
@@ -267,7 +267,7 @@ fn watch_power_buttons(shutdown: &Shutdown) {
                 const EV_KEY: u16 = 1;
                 const KEY_POWER: u16 = 116;
                 if kind == EV_KEY && code == KEY_POWER && value == 1 {
-                    info!("jam init: power button pressed: powering off");
+                    notice!("jam init: power button pressed: powering off");
                     shutdown.trigger();
                 }
             }
@@ -280,7 +280,7 @@ fn watch_power_buttons(shutdown: &Shutdown) {
 
 fn power_off() -> ! {
     nix::unistd::sync();
-    info!("jam init: powering off");
+    notice!("jam init: powering off");
     let e = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     error!("jam init: power off failed: {e:?}");
     // PID 1 must not exit: the kernel would panic.

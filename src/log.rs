@@ -1,7 +1,8 @@
 //! One line per event on stderr: `<UTC time> <LEVEL> <message>`.
 //!
 //! Like the lab's `logging.warning(f"connection from ...")`, but with levels, so that a busy
-//! server can be told (`--quiet` or `JAM_LOG=warn`) to keep only what needs a person's attention.
+//! server can be told (`--quiet`, that is `JAM_LOG=notice`) to keep its start, its stop and what
+//! needs a person's attention, without a line per connection.
 //! Each line is formatted first and written with one call, so lines from several threads never
 //! interleave.
 
@@ -15,8 +16,11 @@ pub enum Level {
     Off = 0,
     Error = 1,
     Warn = 2,
-    Info = 3,
-    Debug = 4,
+    /// The server's life: start (with the address and limits), signals, shutdown, stop.
+    Notice = 3,
+    /// Every connection opened and closed.
+    Info = 4,
+    Debug = 5,
 }
 
 impl Level {
@@ -26,6 +30,7 @@ impl Level {
             "off" | "none" => Level::Off,
             "error" => Level::Error,
             "warn" | "warning" => Level::Warn,
+            "notice" => Level::Notice,
             "info" => Level::Info,
             "debug" => Level::Debug,
             _ => return None,
@@ -37,6 +42,7 @@ impl Level {
             Level::Off => "OFF",
             Level::Error => "ERROR",
             Level::Warn => "WARN",
+            Level::Notice => "NOTE",
             Level::Info => "INFO",
             Level::Debug => "DEBUG",
         }
@@ -85,6 +91,10 @@ macro_rules! error {
 #[macro_export]
 macro_rules! warn {
     ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Warn) { $crate::log::write($crate::log::Level::Warn, format_args!($($t)*)) } };
+}
+#[macro_export]
+macro_rules! notice {
+    ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Notice) { $crate::log::write($crate::log::Level::Notice, format_args!($($t)*)) } };
 }
 #[macro_export]
 macro_rules! info {

@@ -25,7 +25,7 @@ use smol::{Async, Executor, Timer};
 use crate::clock::{Clock, Zone};
 use crate::connection;
 use crate::shutdown::Shutdown;
-use crate::{Error, debug, info, sys, warn};
+use crate::{Error, debug, info, notice, sys, warn};
 
 /// How long a connection may send nothing (and take no reply) before it is closed. Five minutes
 /// leaves a person typing into `nc` all the time they need.
@@ -137,7 +137,7 @@ pub async fn serve(
             None => break,
             Some(Ok((stream, peer))) => {
                 if out_of_fds {
-                    info!("accepting connections again");
+                    notice!("accepting connections again");
                     out_of_fds = false;
                 }
                 admit(ex, &shared, stream, peer, &mut stats);
@@ -166,7 +166,7 @@ pub async fn serve(
     drop(listener);
 
     let open = shared.active.load(Ordering::SeqCst);
-    info!(
+    notice!(
         "shutting down: stopped accepting; {open} connection(s) open, waiting up to {} ms",
         shared.limits.grace.as_millis()
     );
@@ -280,7 +280,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
     let local = listener.get_ref().local_addr().map_err(|e| Error::new(e.to_string()))?;
     let threads =
         config.threads.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    info!(
+    notice!(
         "jam {} listening on {local}; time zone {}; up to {} connections (open files {open_files}); \
          line limit {} bytes, idle timeout {} s, line timeout {} s, grace {} ms; {threads} thread(s)",
         env!("CARGO_PKG_VERSION"),
@@ -306,9 +306,11 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         done.trigger();
         Ok::<Stats, Error>(stats)
     })?;
-    info!(
+    notice!(
         "stopped: served {} connection(s), refused {} busy, cut off {}",
-        stats.accepted, stats.refused, stats.cut_off
+        stats.accepted,
+        stats.refused,
+        stats.cut_off
     );
     Ok(())
 }

@@ -42,9 +42,9 @@ pub fn stop_on_signal(stop: &Shutdown, thread_name: &str) -> Result<(), Error> {
             while let Some(signal) = wait_for_signal(&signals) {
                 // Said before the trigger, so that it comes before what the stop sets off.
                 if stop.is_triggered() {
-                    crate::info!("received {signal} again: already stopping");
+                    crate::notice!("received {signal} again: already stopping");
                 } else {
-                    crate::info!("received {signal}: stopping");
+                    crate::notice!("received {signal}: stopping");
                 }
                 stop.trigger();
             }

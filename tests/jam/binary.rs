@@ -474,3 +474,20 @@ fn out_of_file_descriptors_the_server_backs_off_and_keeps_serving() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn quiet_keeps_the_start_and_the_stop_but_not_each_connection() {
+    let mut s = serve(&["--quiet"]);
+    assert!(s.started.contains(" NOTE  jam "), "{}", s.started);
+    let out = jam(&["query", &s.addr.to_string()]);
+    assert_eq!(out.status.code(), Some(0));
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.exit_code(), 0);
+    // Everything it logged, up to its last line.
+    let mut rest = Vec::new();
+    while !rest.last().is_some_and(|l: &String| l.contains("stopped: served")) {
+        rest.push(s.log.recv_timeout(HANG).expect("the stop line"));
+    }
+    assert!(rest.last().unwrap().contains("NOTE  stopped: served 1 connection(s)"), "{rest:?}");
+    assert!(!rest.iter().any(|l| l.contains("connection from")), "{rest:?}");
+}
