@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::{Client, HANG, Reaped, assert_time, have, lines_of, require, wait_for_line};
+use crate::support::{
+    Client, HANG, Reaped, assert_time, have, lines_of, require, time_once_a_place_is_free, wait_for_line,
+};
 
 const JAM: &str = env!("CARGO_BIN_EXE_jam");
 
@@ -460,19 +462,7 @@ fn out_of_file_descriptors_the_server_backs_off_and_keeps_serving() {
     drop(turned_away);
     held.truncate(16);
     wait_for_line(&log, "accepting connections again");
-    // The places freed are given out again (once the server has seen those clients go).
-    let start = Instant::now();
-    loop {
-        let mut c = Client::connect(addr);
-        c.send(b"TIME\r\n");
-        let reply = c.line();
-        if reply != "ERROR server busy\r\n" {
-            assert_time(&reply);
-            break;
-        }
-        assert!(start.elapsed() < HANG, "no place was freed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    time_once_a_place_is_free(addr);
 }
 
 #[test]

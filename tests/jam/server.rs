@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jam::server::Limits;
 
-use crate::support::{Client, HANG, TestServer, assert_time, io_kind};
+use crate::support::{Client, HANG, TestServer, assert_time, io_kind, time_once_a_place_is_free};
 
 fn limits() -> Limits {
     Limits::default()
@@ -175,17 +175,7 @@ fn past_the_connection_limit_a_client_is_told_the_server_is_busy() {
     // A place freed is a place taken.
     a.send(b"QUIT\r\n");
     assert_eq!(a.rest(), "");
-    let start = Instant::now();
-    loop {
-        let mut d = server.connect();
-        d.send(b"TIME\r\n");
-        let line = d.line();
-        if line != "ERROR server busy\r\n" {
-            assert_time(&line);
-            break;
-        }
-        assert!(start.elapsed() < HANG, "the freed place was never given out");
-    }
+    time_once_a_place_is_free(server.addr);
     b.time();
 }
 

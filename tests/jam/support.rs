@@ -135,6 +135,23 @@ impl Client {
     }
 }
 
+/// Connects until the server, full a moment ago, has a place again: the place a client frees is
+/// given out once the server has seen that client go. Fails after [`HANG`].
+pub fn time_once_a_place_is_free(addr: SocketAddr) {
+    let start = std::time::Instant::now();
+    loop {
+        let mut c = Client::connect(addr);
+        c.send(b"TIME\r\n");
+        let reply = c.line();
+        if reply != "ERROR server busy\r\n" {
+            assert_time(&reply);
+            return;
+        }
+        assert!(start.elapsed() < HANG, "no place was given out again");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Asserts `line` is `JAM hh:mm:ss` + CR LF.
 pub fn assert_time(line: &str) {
     let body = line.strip_suffix("\r\n").unwrap_or_else(|| panic!("no CR LF: {line:?}"));
