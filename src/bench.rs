@@ -13,6 +13,7 @@
 //! requests per second on a shared machine.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -79,25 +80,25 @@ pub struct BenchArgs {
 /// drops requests (the lab's Python server with pipelined input) must not hang the benchmark.
 pub const STALL: Duration = Duration::from_secs(5);
 
-/// Reads, or fails after [`STALL`].
-async fn read_or_stall(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, String> {
-    let read = async { stream.read(buf).await.map_err(|e| format!("read: {e}")) };
-    futures_lite::future::or(read, async {
+/// Runs `step` (named `what` in errors), or fails after [`STALL`].
+async fn or_stall<T>(what: &str, step: impl Future<Output = std::io::Result<T>>) -> Result<T, String> {
+    let step = async { step.await.map_err(|e| format!("{what}: {e}")) };
+    futures_lite::future::or(step, async {
         Timer::after(STALL).await;
-        Err(format!("no reply within {} s", STALL.as_secs()))
+        Err(format!("{what}: no answer within {} s", STALL.as_secs()))
     })
     .await
+}
+
+/// Reads, or fails after [`STALL`].
+async fn read_or_stall(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, String> {
+    or_stall("read", stream.read(buf)).await
 }
 
 /// Connects, or fails after [`STALL`] (a server with a tiny backlog drops SYNs, and the kernel
 /// would retry for two minutes).
 async fn connect_or_stall(addr: SocketAddr) -> Result<TcpStream, String> {
-    let connect = async { TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}")) };
-    futures_lite::future::or(connect, async {
-        Timer::after(STALL).await;
-        Err(format!("connect: no answer within {} s", STALL.as_secs()))
-    })
-    .await
+    or_stall("connect", TcpStream::connect(addr)).await
 }
 
 /// Latencies in a log-linear histogram: 16 buckets per power of two, so any percentile is

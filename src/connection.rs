@@ -111,10 +111,10 @@ pub async fn serve(stream: Async<TcpStream>, shared: &Shared) -> Summary {
         line_started: None,
         timer: Timer::at(now + shared.limits.idle_timeout),
         armed: now + shared.limits.idle_timeout,
-        stopping: shutdown.is_none(),
         shutdown,
     };
-    let closed = if conn.stopping { Closed::Shutdown } else { conn.run().await };
+    // No listener means the stop came first.
+    let closed = if conn.shutdown.is_none() { Closed::Shutdown } else { conn.run().await };
     // Boxed: the closing steps (a timer, the final flush) are needed once, at the end, and would
     // otherwise make every connection's task as large as they are for all of its life.
     Box::pin(conn.close(&closed)).await;
@@ -137,7 +137,6 @@ struct Connection<'a> {
     /// When `timer` fires.
     armed: Instant,
     shutdown: Option<EventListener>,
-    stopping: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -205,7 +204,6 @@ impl Connection<'_> {
             if let Some(listener) = &mut self.shutdown {
                 if Pin::new(listener).poll(cx).is_ready() {
                     self.shutdown = None;
-                    self.stopping = true;
                     return Poll::Ready(Ok(Event::Shutdown));
                 }
             }

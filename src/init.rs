@@ -86,13 +86,13 @@ pub fn run() -> Result<(), Error> {
     }
     // Before any thread starts: every thread inherits the mask, and only the signal thread
     // below takes these signals, with sigwait.
-    let mut signals = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
-        signals.add(s);
-    }
-    if let Err(e) = signals.thread_block() {
-        error!("jam init: cannot block signals: {e}");
-    }
+    let signals = match sys::block_signals(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            error!("jam init: {e}");
+            SigSet::empty()
+        }
+    };
     notice!("jam {} init: starting as PID 1", env!("CARGO_PKG_VERSION"));
     mount_filesystems();
     // ctrl-alt-del: SIGINT to PID 1 instead of an immediate reboot.

@@ -12,17 +12,18 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind,
 use crate::Error;
 use crate::shutdown::Shutdown;
 
-/// Blocks SIGTERM and SIGINT in the calling thread and returns the set, for [`wait_for_signal`].
+/// Blocks `signals` in the calling thread and returns them as a set, for [`wait_for_signal`].
 ///
 /// Call it first thing, before any thread exists: threads inherit the signal mask, so the
 /// signals then reach only the thread that waits for them with `sigwait`, and no handler runs
 /// in the middle of the executor. This also works when jam is PID 1 in a container, where the
 /// kernel drops signals that have the default action: a blocked signal is queued, not dropped.
-pub fn block_termination_signals() -> Result<SigSet, Error> {
+pub fn block_signals(signals: &[Signal]) -> Result<SigSet, Error> {
     let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.thread_block().map_err(|e| Error::new(format!("cannot block SIGTERM/SIGINT: {e}")))?;
+    for &signal in signals {
+        set.add(signal);
+    }
+    set.thread_block().map_err(|e| Error::new(format!("cannot block {signals:?}: {e}")))?;
     Ok(set)
 }
 
@@ -32,9 +33,9 @@ pub fn wait_for_signal(set: &SigSet) -> Option<Signal> {
 }
 
 /// Blocks SIGTERM and SIGINT and starts a thread that triggers `stop` when one arrives.
-/// Must be called before any other thread starts (see [`block_termination_signals`]).
+/// Must be called before any other thread starts (see [`block_signals`]).
 pub fn stop_on_signal(stop: &Shutdown, thread_name: &str) -> Result<(), Error> {
-    let signals = block_termination_signals()?;
+    let signals = block_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
     let stop = stop.clone();
     std::thread::Builder::new()
         .name(thread_name.into())

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 
 use crate::Error;
 
@@ -126,11 +126,7 @@ struct InFlight {
 
 /// Runs the switch until SIGTERM or SIGINT.
 pub fn run(args: &WireArgs) -> Result<(), Error> {
-    let mut signals = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        signals.add(s);
-    }
-    signals.thread_block().map_err(|e| Error::new(format!("cannot block signals: {e}")))?;
+    let signals = crate::sys::block_signals(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])?;
     let ports: Vec<Arc<Port>> = args
         .ports
         .iter()
