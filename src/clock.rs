@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::Error;
 use crate::protocol::WallTime;
+use crate::{Error, tzdb};
 
 /// A time zone together with the name it is reported by.
 #[derive(Clone, Debug)]
@@ -35,8 +35,8 @@ impl Zone {
     /// colon (`:Asia/Jakarta`).
     pub fn named(spec: &str) -> Result<Zone, Error> {
         let spec = spec.strip_prefix(':').unwrap_or(spec);
-        if let Ok(tz) = TimeZone::get(spec) {
-            return Ok(Zone { name: tz.iana_name().unwrap_or(spec).to_string(), tz });
+        if let Some((name, tz)) = tzdb::get(spec) {
+            return Ok(Zone { name: name.to_string(), tz });
         }
         // A POSIX rule names its standard time with at least three letters and gives an offset;
         // the parser accepts "UTC0" or "WIB-7" but not a misspelt "Asia/Jakata".
@@ -54,11 +54,25 @@ impl Zone {
         if let Some(spec) = flag.or(env_tz.filter(|s| !s.is_empty())) {
             return Zone::named(spec);
         }
+        // /etc/localtime is usually a link into the system's zoneinfo: the name it points at
+        // is looked up in jam's database, so the zone is named in the log.
+        if let Some(zone) = localtime_link().and_then(|name| Zone::named(&name).ok()) {
+            return Ok(zone);
+        }
         match TimeZone::try_system() {
             Ok(tz) => Ok(Zone { name: tz.iana_name().unwrap_or("system local time").to_string(), tz }),
             Err(_) => Ok(Zone::utc()),
         }
     }
+}
+
+/// The zone name that `/etc/localtime` links to (`Asia/Jakarta` for
+/// `/usr/share/zoneinfo/Asia/Jakarta`), if it is such a link.
+fn localtime_link() -> Option<String> {
+    let target = std::fs::read_link("/etc/localtime").ok()?;
+    let target = target.to_str()?;
+    let (_, name) = target.split_once("zoneinfo/")?;
+    Some(name.to_string())
 }
 
 /// Bits of the cache word that hold the second of the day (0..86400 needs 17).

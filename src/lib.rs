@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`protocol`]: the pure protocol core: framing, requests, reply bytes. No I/O, no clock.
 //! - [`clock`]: the time zone in force and the time of day in it, looked up once per second.
+//! - [`tzdb`]: the IANA time zone database, compiled in deflated.
 //! - [`connection`]: the one layer that touches a client's socket: bounded buffers, timeouts,
 //!   backpressure, an orderly close.
 //! - [`server`]: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
@@ -35,6 +36,7 @@ pub mod protocol;
 pub mod server;
 pub mod shutdown;
 pub mod sys;
+pub mod tzdb;
 pub mod wire;
 
 use std::fmt;
