@@ -16,7 +16,7 @@ use crate::client::{self, ProbeArgs, QueryArgs, Target};
 use crate::lab::LabArgs;
 use crate::log::Level;
 use crate::protocol::{DEFAULT_PORT, MIN_MAX_LINE};
-use crate::server::{self, Config, Limits};
+use crate::server::{self, Config, DEFAULT_THREADS, Limits};
 use crate::wire::WireArgs;
 
 /// What to do, fully parsed.
@@ -95,7 +95,7 @@ Options:
                             [env: JAM_MAX_CONNECTIONS] [default: {max_conn}]
       --grace DUR           on SIGTERM, how long connections get to finish
                             [env: JAM_GRACE] [default: {grace}]
-      --threads N           executor threads [env: JAM_THREADS] [default: one per core]
+      --threads N           executor threads [env: JAM_THREADS] [default: 1]
   -q, --quiet               log the start, the stop, warnings and errors, not every connection
                             [env: JAM_LOG=error|warn|notice|info|debug|off] [default: info]
   -h, --help                print this help
@@ -306,8 +306,8 @@ fn parse_serve(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> 
         limits.grace = duration(&v).map_err(|e| in_env("JAM_GRACE", e))?;
     }
     let mut threads = match from_env("JAM_THREADS") {
-        Some(v) => Some(count(&v).map_err(|e| in_env("JAM_THREADS", e))?),
-        None => None,
+        Some(v) => count(&v).map_err(|e| in_env("JAM_THREADS", e))?,
+        None => DEFAULT_THREADS,
     };
     let mut log = match from_env("JAM_LOG") {
         Some(v) => Level::parse(&v).ok_or_else(|| {
@@ -332,7 +332,7 @@ fn parse_serve(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> 
                 limits.max_connections = count(&text(p)?).map_err(in_flag("--max-connections"))?
             }
             Long("grace") => limits.grace = duration(&text(p)?).map_err(in_flag("--grace"))?,
-            Long("threads") => threads = Some(count(&text(p)?).map_err(in_flag("--threads"))?),
+            Long("threads") => threads = count(&text(p)?).map_err(in_flag("--threads"))?,
             Short('q') | Long("quiet") => log = log.min(Level::Notice),
             Short('h') | Long("help") => return Ok(Command::Help(serve_help())),
             other => return Err(usage(other.unexpected())),
@@ -559,7 +559,7 @@ mod tests {
         let (c, log) = serve(&["serve"], &[]);
         assert_eq!(c.listen, "0.0.0.0:45000".parse().unwrap());
         assert_eq!(c.limits, Limits::default());
-        assert_eq!((c.threads, c.zone_flag, c.zone_env, log), (None, None, None, Level::Info));
+        assert_eq!((c.threads, c.zone_flag, c.zone_env, log), (1, None, None, Level::Info));
     }
 
     #[test]

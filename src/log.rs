@@ -70,7 +70,9 @@ pub fn enabled(level: Level) -> bool {
 
 /// Writes one line; use the macros, which skip the formatting when the level is off.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
-    let time = jiff::Timestamp::now();
+    // Not `Timestamp::now()`, which panics on a clock before 1970 or past 9999 and so links
+    // jiff's error messages (and the float printing they use) into the binary: 20 KB.
+    let time = jiff::Timestamp::try_from(std::time::SystemTime::now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     // Nowhere to report a failed write to the log; dropping the line is all that is left.
     let _ = match TRANSCRIPT.get() {
         Some(prefix) => {

@@ -4,12 +4,11 @@
 //! read the port back and stop the server by triggering the shutdown. [`run`] is `jam serve`:
 //! it adds what is process-wide (signals, the open-files limit, the executor threads).
 //!
-//! Executor design: one `smol::Executor` shared by one thread per core. Connections are tasks
-//! that any thread may run, so a slow or busy client never holds up the others, and a burst on
-//! one connection is spread over the cores. async-io's reactor is driven by whichever thread is
-//! idle. docs/PERFORMANCE.md has the measurements: on a machine whose cores the server shares
-//! with its load, one thread costs less per request; where it has cores of its own, more threads
-//! spread the load, hence one per core by default and `--threads` to choose.
+//! Executor design: one `smol::Executor`, run by [`DEFAULT_THREADS`] (one) thread unless
+//! `--threads` asks for more. Connections are tasks that never block, so a slow or busy client
+//! never holds up the others; with more threads any of them may run any connection, and
+//! async-io's reactor is driven by whichever thread is idle. docs/PERFORMANCE.md has the
+//! measurements behind the default.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,6 +40,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// File descriptors kept back from connections: stdio, the listener, the reactor, and a margin.
 pub const RESERVED_FDS: u64 = 32;
+/// Executor threads unless `--threads` says otherwise. One: the server's time goes to the
+/// kernel's TCP work, which a single thread does with the fewest wake-ups, and every measured
+/// load (docs/PERFORMANCE.md) cost less CPU per request on one thread than on two. More threads
+/// help only a server with cores of its own under more load than one core can carry.
+pub const DEFAULT_THREADS: usize = 1;
 /// Pause after `accept` fails for lack of file descriptors, so the loop never spins.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Refused clients being closed at once, at most; past it they are dropped without the
@@ -242,8 +246,8 @@ pub struct Config {
     pub zone_flag: Option<String>,
     pub zone_env: Option<String>,
     pub limits: Limits,
-    /// Executor threads; `None` for one per core.
-    pub threads: Option<usize>,
+    /// Executor threads.
+    pub threads: usize,
 }
 
 /// `jam serve`: serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
@@ -278,18 +282,17 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         Error::new(format!("cannot listen on {}: {e}{hint}", config.listen))
     })?;
     let local = listener.get_ref().local_addr().map_err(|e| Error::new(e.to_string()))?;
-    let threads =
-        config.threads.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let threads = config.threads.max(1);
     notice!(
         "jam {} listening on {local}; time zone {}; up to {} connections (open files {open_files}); \
-         line limit {} bytes, idle timeout {} s, line timeout {} s, grace {} ms; {threads} thread(s)",
+         line limit {} bytes, idle timeout {:?}, line timeout {:?}, grace {:?}; {threads} thread(s)",
         env!("CARGO_PKG_VERSION"),
         zone.name,
         limits.max_connections,
         limits.max_line,
-        limits.idle_timeout.as_secs_f64(),
-        limits.line_timeout.as_secs_f64(),
-        limits.grace.as_millis(),
+        limits.idle_timeout,
+        limits.line_timeout,
+        limits.grace,
     );
 
     let ex = Executor::new();

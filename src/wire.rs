@@ -51,7 +51,7 @@ impl Impairment {
         let mut it = words.iter();
         while let Some(&key) = it.next() {
             let value = it.next().ok_or_else(|| format!("{key} needs a value"))?;
-            let number = |v: &str| v.parse::<f64>().ok().filter(|n| *n >= 0.0 && n.is_finite());
+            let number = decimal;
             match key {
                 "delay" | "jitter" => {
                     let ms = number(value.trim_end_matches("ms"))
@@ -85,8 +85,22 @@ fn parse_rate(s: &str) -> Option<u64> {
         .iter()
         .find_map(|(unit, scale)| lower.strip_suffix(unit).map(|n| (n.to_string(), *scale)))
         .unwrap_or((lower.clone(), 1.0));
-    let bits = number.parse::<f64>().ok()? * scale;
+    let bits = decimal(&number)? * scale;
     (bits >= 1.0 && bits.is_finite()).then_some(bits as u64)
+}
+
+/// A number such as `20`, `0.5` or `.25`, not negative. Parsed by hand: the standard library's
+/// float parser would add 15 KB to the binary for these few settings.
+fn decimal(s: &str) -> Option<f64> {
+    let (whole, part) = s.split_once('.').unwrap_or((s, ""));
+    let digits = || whole.bytes().chain(part.bytes());
+    // Fifteen digits are exact in an f64.
+    if whole.len() + part.len() == 0 || whole.len() + part.len() > 15 || !digits().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let n = digits().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    Some(n as f64 / 10f64.powi(part.len() as i32))
 }
 
 /// Reads an impairment file: one line per machine, `NAME [delay MS] [jitter MS] [loss PCT]
@@ -262,6 +276,20 @@ mod tests {
         assert_eq!(parse_rate("500kbit"), Some(500_000));
         assert_eq!(parse_rate("2Gbit"), Some(2_000_000_000));
         assert_eq!(parse_rate("9600"), Some(9600));
+        assert_eq!(parse_rate("1.5mbit"), Some(1_500_000));
+        let i = Impairment::parse(&["delay", "0.5ms", "loss", "0.25%"]).unwrap();
+        assert_eq!((i.delay, i.loss), (Duration::from_micros(500), 0.25));
+    }
+
+    #[test]
+    fn decimals_are_plain_digits_with_one_point() {
+        assert_eq!(decimal("20"), Some(20.0));
+        assert_eq!(decimal("0.5"), Some(0.5));
+        assert_eq!(decimal(".25"), Some(0.25));
+        assert_eq!(decimal("7."), Some(7.0));
+        for bad in ["", ".", "-1", "1e3", "1.2.3", "inf", "NaN", " 1", "1234567890123456"] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

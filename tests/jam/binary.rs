@@ -272,6 +272,19 @@ fn the_static_build_has_no_interpreter_and_runs() {
     let out = Command::new(&path).arg("--version").output().unwrap();
     assert_eq!(text(&out.stdout), concat!("jam ", env!("CARGO_PKG_VERSION"), "\n"));
     eprintln!("static binary {}: {} bytes", path.display(), elf.len());
+    within_size_budget(&path, elf.len());
+}
+
+/// The stripped static binary's budget (issue #6): it is the whole of the scratch image and
+/// most of the appliance's initramfs. docs/PERFORMANCE.md says where the bytes go.
+const MAX_BINARY_BYTES: usize = 1024 * 1024;
+
+fn within_size_budget(path: &std::path::Path, len: usize) {
+    assert!(
+        len <= MAX_BINARY_BYTES,
+        "{} is {len} bytes, over the {MAX_BINARY_BYTES}-byte budget: see 'Binary size' in docs/PERFORMANCE.md",
+        path.display()
+    );
 }
 
 /// Whether a 64-bit little-endian ELF file has a PT_INTERP program header (a dynamic loader).
@@ -379,6 +392,7 @@ fn the_aarch64_build_serves_and_queries_under_qemu() {
     let elf = std::fs::read(&arm).unwrap();
     assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 183, "not an aarch64 ELF (EM_AARCH64)");
     assert!(!has_interpreter(&elf), "the aarch64 build is dynamically linked");
+    within_size_budget(&arm, elf.len());
     let qemu = |args: &[&str]| {
         let mut c = Command::new("qemu-aarch64-static");
         c.arg(&arm).args(args);
