@@ -404,15 +404,17 @@ fn write(stream: &Async<TcpStream>, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// Sends our FIN and discards input until the client's FIN (bounded by [`LINGER_DISCARD`]).
+///
+/// It reads before it waits: a client that sent QUIT and closed, or that closed first, has
+/// usually delivered its FIN already, and then the close needs no wait, and so no timer.
 async fn finish(stream: &Async<TcpStream>) -> io::Result<()> {
     stream.get_ref().shutdown(Direction::Write)?;
     let mut discarded = 0;
     while discarded < LINGER_DISCARD {
-        stream.readable().await?;
         match SCRATCH.with_borrow_mut(|s| read(stream, &mut s.input)) {
             Ok(0) => break,
             Ok(n) => discarded += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
             Err(e) => return Err(e),
         }
     }
