@@ -60,7 +60,8 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
     let ex = Executor::new();
     let shutdown = Shutdown::new();
     let results = thread::scope(|scope| {
-        // A second thread for the executor, as `jam serve` has one per core.
+        // A second executor thread, as `jam serve --threads 2` runs: the lab's server and
+        // clients share the executor, and their tasks move between the two threads.
         let done = Shutdown::new();
         let helper = {
             let (ex, done) = (&ex, done.clone());
