@@ -87,13 +87,15 @@ fn compose_available() -> Option<bool> {
     }
 }
 
-/// JAM_STATIC_BIN staged where the Dockerfile expects it.
-fn stage_binary() -> Option<PathBuf> {
-    let bin = PathBuf::from(std::env::var_os("JAM_STATIC_BIN")?);
-    let dist = repo().join("dist/amd64");
-    std::fs::create_dir_all(&dist).unwrap();
-    std::fs::copy(&bin, dist.join("jam")).unwrap();
-    Some(bin)
+/// The mode bits of `path` inside `image`, read from the image without running it.
+fn mode_in_image(image: &str, path: &str) -> u32 {
+    let id = ok(&mut docker(&["create", image])).trim().to_string();
+    let tar = run(&mut docker(&["cp", &format!("{id}:{path}"), "-"]));
+    let _ = run(&mut docker(&["rm", &id]));
+    assert!(tar.status.success(), "docker cp {path}: {}", String::from_utf8_lossy(&tar.stderr));
+    // A tar header: the mode is octal text at bytes 100..108.
+    let field = String::from_utf8_lossy(&tar.stdout[100..108]);
+    u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8).unwrap() & 0o7777
 }
 
 #[test]
@@ -106,7 +108,7 @@ fn the_compose_lab_recreates_the_sheet() {
         require("docker compose or docker-compose", false);
         return;
     };
-    let Some(bin) = stage_binary() else {
+    let Some(bin) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
         require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
         return;
     };
@@ -116,8 +118,10 @@ fn the_compose_lab_recreates_the_sheet() {
     );
     let lab = Lab { project: format!("jamtest{}", std::process::id()), v2 };
 
-    // The image: FROM scratch, the binary and nothing else, hardened defaults.
-    ok(docker(&["build", "-t", IMAGE, "."]).current_dir(repo()));
+    // The image: FROM scratch, the binary and nothing else, hardened defaults. Built the way
+    // `deploy/lab up` builds it.
+    let script = repo().join("deploy/image");
+    ok(Command::new(&script).args(["--arch", "amd64", "--tag", IMAGE, "--binary"]).arg(&bin));
     check_image(&bin);
 
     ok(&mut lab.compose(&["up", "-d", "--no-build"]));
@@ -200,6 +204,8 @@ fn check_image(bin: &Path) {
     let layers: Vec<&str> = history.lines().filter(|l| !l.starts_with("0B ")).collect();
     assert_eq!(layers.len(), 1, "{history}");
     assert!(layers[0].contains("COPY") && layers[0].contains("/jam"), "{history}");
+    // Executable by the image's user, whatever the umask of the checkout that staged it.
+    assert_eq!(mode_in_image(IMAGE, "/jam"), 0o755);
     eprintln!("image {IMAGE}: {size} bytes");
 }
 
@@ -291,6 +297,7 @@ fn the_arm64_image_is_built_from_the_aarch64_binary() {
     assert_eq!(field("{{.Size}}"), std::fs::metadata(&arm).unwrap().len().to_string());
     assert_eq!(field("{{json .Config.Entrypoint}}"), r#"["/jam"]"#);
     assert_eq!(field("{{json .Config.Healthcheck.Test}}"), r#"["CMD","/jam","probe"]"#);
+    assert_eq!(mode_in_image(&tag, "/jam"), 0o755);
     // No untagged leftover of the first build.
     let dangling = ok(&mut docker(&["images", "-q", "--filter", "dangling=true"]));
     assert!(!dangling.contains(&field("{{.Id}}")[7..19]), "{dangling}");
