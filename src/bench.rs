@@ -2,7 +2,7 @@
 //!
 //! Modes: request-response (`rr`: each connection sends a request, waits for the reply, repeats),
 //! `pipeline` (each connection keeps `depth` requests in flight), `churn` (per request: connect,
-//! request, reply, QUIT, close, as the lab's nc clients do) and `idle` (open N connections, hold
+//! request, reply, QUIT, wait for the server to close, as the lab's nc clients do) and `idle` (open N connections, hold
 //! them, then check that every one is still served).
 //!
 //! It shares a 2-core machine with the server it measures, so it is built to be cheap: each
@@ -560,7 +560,7 @@ async fn pipelined(
     Ok(())
 }
 
-/// Connect, request, reply, QUIT, close; again until the deadline.
+/// Connect, request, reply, QUIT, the server's close; again until the deadline.
 async fn churn(
     addr: SocketAddr,
     request: &[u8],
@@ -587,8 +587,20 @@ async fn churn(
             if !checker.ok(&got) {
                 return Err(format!("unexpected reply {:?}", String::from_utf8_lossy(&got)));
             }
-            // QUIT, then close without waiting: the lab's clients do no more.
-            let _ = stream.write_all(b"QUIT\r\n").await;
+            // QUIT, then wait for the server to close, as nc does: the server closing is part of
+            // the session, and a server that does not close on QUIT is caught here. A jam server
+            // sends nothing after QUIT; another server may answer it (redis: `+OK`).
+            stream.write_all(b"QUIT\r\n").await.map_err(|e| format!("write QUIT: {e}"))?;
+            loop {
+                match read_or_stall(&mut stream, &mut buf).await? {
+                    0 => break,
+                    n if checker.expect.is_none() => {
+                        let extra = String::from_utf8_lossy(&buf[..n]);
+                        return Err(format!("sent {extra:?} after QUIT instead of closing"));
+                    }
+                    _ => {}
+                }
+            }
             Ok(())
         };
         match one.await {

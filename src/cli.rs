@@ -210,7 +210,7 @@ server's CPU time per request and memory.
 Modes:
   rr         each connection sends a request, waits for the reply, repeats
   pipeline   each connection keeps --depth requests in flight
-  churn      per request: connect, request, reply, QUIT, close (like nc clients)
+  churn      per request: connect, request, reply, QUIT, until the server closes (as nc)
   idle       open the connections, hold them for the duration, check each is still served
 
 Arguments:

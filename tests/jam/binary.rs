@@ -381,6 +381,32 @@ fn bench_runs_every_mode_and_checks_every_reply() {
 }
 
 #[test]
+fn bench_churn_counts_a_server_that_does_not_close_on_quit_as_an_error() {
+    // A server that answers TIME but says goodbye after QUIT instead of closing at once.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut lines = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut lines, &mut line).is_ok_and(|n| n > 0) {
+                let reply: &[u8] = if line.starts_with("QUIT") { b"BYE\r\n" } else { b"JAM 12:00:00\r\n" };
+                let _ = stream.write_all(reply);
+                if line.starts_with("QUIT") {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    });
+    let out = jam(&["bench", &addr, "--mode", "churn", "-c", "1", "-d", "200ms"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let report = text(&out.stdout);
+    assert!(report.contains(r#"first error: sent "BYE\r\n" after QUIT instead of closing"#), "{report}");
+}
+
+#[test]
 fn the_aarch64_build_serves_and_queries_under_qemu() {
     let Some(arm) = std::env::var_os("JAM_AARCH64_BIN").map(PathBuf::from) else {
         require("JAM_AARCH64_BIN (the aarch64 musl build; tests/run sets it)", false);
