@@ -461,7 +461,9 @@ fn the_scripts_print_usage_and_reject_unknown_commands() {
         let bad = Command::new(root.join(script)).arg("--bogus").output().unwrap();
         assert_eq!(bad.status.code(), Some(2), "{script} --bogus");
     }
-    for script in ["deploy/image", "deploy/appliance/build", "deploy/appliance/boot-time", "bench/compare"] {
+    for script in
+        ["deploy/image", "deploy/appliance/build", "deploy/appliance/boot-time", "bench/compare", "bench/ab"]
+    {
         let help = Command::new(root.join(script)).arg("--help").output().unwrap();
         assert_eq!(help.status.code(), Some(0), "{script} --help");
         let bad = Command::new(root.join(script)).arg("--bogus").output().unwrap();
