@@ -222,29 +222,36 @@ impl Report {
             Fixed(self.per_second(), 0),
             self.errors
         );
-        let _ = writeln!(
-            s,
-            "latency: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
-            Fixed(Report::us(self.p50), 1),
-            Fixed(Report::us(self.p99), 1),
-            Fixed(Report::us(self.p999), 1),
-            Fixed(Report::us(self.max), 1)
-        );
-        let per_req = |d: Duration| d.as_secs_f64() * 1e6 / self.requests.max(1) as f64;
-        let _ = writeln!(
-            s,
-            "load generator CPU: {} s ({}% of one core, {} us per request)",
-            Fixed(self.own_cpu.as_secs_f64(), 2),
-            Fixed(100.0 * self.own_cpu.as_secs_f64() / self.elapsed.as_secs_f64(), 0),
-            Fixed(per_req(self.own_cpu), 2)
-        );
-        if let Some(cpu) = self.server_cpu {
+        if self.requests == 0 {
+            s.push_str("latency: none, no request was answered\n");
+        } else {
             let _ = writeln!(
                 s,
-                "server CPU: {} s ({} us per request)",
-                Fixed(cpu.as_secs_f64(), 2),
-                Fixed(per_req(cpu), 2)
+                "latency: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+                Fixed(Report::us(self.p50), 1),
+                Fixed(Report::us(self.p99), 1),
+                Fixed(Report::us(self.p999), 1),
+                Fixed(Report::us(self.max), 1)
             );
+        }
+        // Per request only when there were requests to share the time.
+        let us_per_request = |d: Duration| Fixed(d.as_secs_f64() * 1e6 / self.requests as f64, 2);
+        let _ = write!(
+            s,
+            "load generator CPU: {} s ({}% of one core",
+            Fixed(self.own_cpu.as_secs_f64(), 2),
+            Fixed(100.0 * self.own_cpu.as_secs_f64() / self.elapsed.as_secs_f64(), 0),
+        );
+        if self.requests > 0 {
+            let _ = write!(s, ", {} us per request", us_per_request(self.own_cpu));
+        }
+        s.push_str(")\n");
+        if let Some(cpu) = self.server_cpu {
+            let _ = write!(s, "server CPU: {} s", Fixed(cpu.as_secs_f64(), 2));
+            if self.requests > 0 {
+                let _ = write!(s, " ({} us per request)", us_per_request(cpu));
+            }
+            s.push('\n');
         }
         if let Some(rss) = self.server_rss {
             let _ = write!(s, "server RSS: {} KiB", rss / 1024);
@@ -278,7 +285,10 @@ impl Report {
             Fixed(Report::us(self.max), 2),
             Fixed(self.own_cpu.as_secs_f64(), 3),
             opt(self.server_cpu.map(|d| d.as_secs_f64())),
-            opt(self.server_cpu.map(|d| d.as_secs_f64() * 1e6 / self.requests.max(1) as f64)),
+            opt(self
+                .server_cpu
+                .filter(|_| self.requests > 0)
+                .map(|d| d.as_secs_f64() * 1e6 / self.requests as f64)),
             self.server_rss.map_or("null".to_string(), |r| r.to_string()),
             opt(self.rss_per_connection),
         )
@@ -592,7 +602,8 @@ async fn churn(
             // sends nothing after QUIT; another server may answer it (redis: `+OK`).
             stream.write_all(b"QUIT\r\n").await.map_err(|e| format!("write QUIT: {e}"))?;
             loop {
-                match read_or_stall(&mut stream, &mut buf).await? {
+                let read = or_stall("close after QUIT", stream.read(&mut buf)).await;
+                match read.map_err(|e| e.replace("no answer", "the server did not close"))? {
                     0 => break,
                     n if checker.expect.is_none() => {
                         let extra = String::from_utf8_lossy(&buf[..n]);
