@@ -2,8 +2,8 @@
 //!
 //! Modes: request-response (`rr`: each connection sends a request, waits for the reply, repeats),
 //! `pipeline` (each connection keeps `depth` requests in flight), `churn` (per request: connect,
-//! request, reply, QUIT, wait for the server to close, as the lab's nc clients do) and `idle` (open N connections, hold
-//! them, then check that every one is still served).
+//! request, reply, QUIT, wait for the server to close, as the lab's nc clients do) and `idle`
+//! (open N connections, hold them, then check that every one is still served).
 //!
 //! It shares a 2-core machine with the server it measures, so it is built to be cheap: each
 //! thread runs its own single-threaded executor over its share of the connections, with no
@@ -80,12 +80,21 @@ pub struct BenchArgs {
 /// drops requests (the lab's Python server with pipelined input) must not hang the benchmark.
 pub const STALL: Duration = Duration::from_secs(5);
 
-/// Runs `step` (named `what` in errors), or fails after [`STALL`].
+/// Runs `step` (named `what` in errors), or fails after [`STALL`] with "no answer".
 async fn or_stall<T>(what: &str, step: impl Future<Output = std::io::Result<T>>) -> Result<T, String> {
+    or_stall_as(what, "no answer", step).await
+}
+
+/// [`or_stall`], saying `stalled` of a step that did not finish in time.
+async fn or_stall_as<T>(
+    what: &str,
+    stalled: &str,
+    step: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, String> {
     let step = async { step.await.map_err(|e| format!("{what}: {e}")) };
     futures_lite::future::or(step, async {
         Timer::after(STALL).await;
-        Err(format!("{what}: no answer within {} s", STALL.as_secs()))
+        Err(format!("{what}: {stalled} within {} s", STALL.as_secs()))
     })
     .await
 }
@@ -206,6 +215,11 @@ impl Report {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// CPU time per request in microseconds; none when no request shared it.
+    fn us_per_request(&self, cpu: Duration) -> Option<f64> {
+        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+    }
+
     fn us(ns: u64) -> f64 {
         ns as f64 / 1000.0
     }
@@ -234,22 +248,20 @@ impl Report {
                 Fixed(Report::us(self.max), 1)
             );
         }
-        // Per request only when there were requests to share the time.
-        let us_per_request = |d: Duration| Fixed(d.as_secs_f64() * 1e6 / self.requests as f64, 2);
         let _ = write!(
             s,
             "load generator CPU: {} s ({}% of one core",
             Fixed(self.own_cpu.as_secs_f64(), 2),
             Fixed(100.0 * self.own_cpu.as_secs_f64() / self.elapsed.as_secs_f64(), 0),
         );
-        if self.requests > 0 {
-            let _ = write!(s, ", {} us per request", us_per_request(self.own_cpu));
+        if let Some(us) = self.us_per_request(self.own_cpu) {
+            let _ = write!(s, ", {} us per request", Fixed(us, 2));
         }
         s.push_str(")\n");
         if let Some(cpu) = self.server_cpu {
             let _ = write!(s, "server CPU: {} s", Fixed(cpu.as_secs_f64(), 2));
-            if self.requests > 0 {
-                let _ = write!(s, " ({} us per request)", us_per_request(cpu));
+            if let Some(us) = self.us_per_request(cpu) {
+                let _ = write!(s, " ({} us per request)", Fixed(us, 2));
             }
             s.push('\n');
         }
@@ -285,10 +297,7 @@ impl Report {
             Fixed(Report::us(self.max), 2),
             Fixed(self.own_cpu.as_secs_f64(), 3),
             opt(self.server_cpu.map(|d| d.as_secs_f64())),
-            opt(self
-                .server_cpu
-                .filter(|_| self.requests > 0)
-                .map(|d| d.as_secs_f64() * 1e6 / self.requests as f64)),
+            opt(self.server_cpu.and_then(|d| self.us_per_request(d))),
             self.server_rss.map_or("null".to_string(), |r| r.to_string()),
             opt(self.rss_per_connection),
         )
@@ -602,8 +611,9 @@ async fn churn(
             // sends nothing after QUIT; another server may answer it (redis: `+OK`).
             stream.write_all(b"QUIT\r\n").await.map_err(|e| format!("write QUIT: {e}"))?;
             loop {
-                let read = or_stall("close after QUIT", stream.read(&mut buf)).await;
-                match read.map_err(|e| e.replace("no answer", "the server did not close"))? {
+                let closed =
+                    or_stall_as("close after QUIT", "the server did not close", stream.read(&mut buf));
+                match closed.await? {
                     0 => break,
                     n if checker.expect.is_none() => {
                         let extra = String::from_utf8_lossy(&buf[..n]);
