@@ -30,14 +30,20 @@ use crate::Error;
 use crate::client::Target;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How `jam bench` loads the server.
 pub enum Mode {
+    /// Each connection sends a request, waits for the reply, repeats.
     RequestResponse,
+    /// Each connection keeps `depth` requests in flight.
     Pipeline,
+    /// Per request: connect, request, reply, QUIT, wait for the close.
     Churn,
+    /// Open the connections, hold them, then check that each is still served.
     Idle,
 }
 
 impl Mode {
+    /// Parses `--mode`'s value.
     pub fn parse(s: &str) -> Option<Mode> {
         Some(match s {
             "rr" | "request-response" => Mode::RequestResponse,
@@ -48,7 +54,8 @@ impl Mode {
         })
     }
 
-    fn name(self) -> &'static str {
+    /// The mode's name as `--mode` takes it.
+    pub fn name(self) -> &'static str {
         match self {
             Mode::RequestResponse => "rr",
             Mode::Pipeline => "pipeline",
@@ -61,19 +68,43 @@ impl Mode {
 /// Settings of `jam bench`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BenchArgs {
+    /// The server to load.
     pub target: Target,
+    /// How to load it.
     pub mode: Mode,
+    /// Connections opened.
     pub connections: usize,
+    /// How long to load.
     pub duration: Duration,
+    /// Requests in flight per connection, in pipeline mode.
     pub depth: usize,
+    /// Load generator threads.
     pub threads: usize,
     /// The request line, without CR LF.
     pub request: String,
     /// What every reply line must start with; `None` for a strict `JAM hh:mm:ss` check.
     pub expect: Option<String>,
+    /// Print the report as one JSON object.
     pub json: bool,
     /// The server's PID, to report its CPU time per request and its memory.
     pub server_pid: Option<u32>,
+}
+
+impl Default for BenchArgs {
+    fn default() -> BenchArgs {
+        BenchArgs {
+            target: Target::default(),
+            mode: Mode::RequestResponse,
+            connections: 64,
+            duration: Duration::from_secs(5),
+            depth: 32,
+            threads: 1,
+            request: "TIME".into(),
+            expect: None,
+            json: false,
+            server_pid: None,
+        }
+    }
 }
 
 /// A reply slower than this is counted as missing and ends that connection's run: a server that
@@ -191,7 +222,7 @@ struct Progress {
 }
 
 /// The outcome of a run.
-pub struct Report {
+pub(crate) struct Report {
     pub mode: Mode,
     pub connections: usize,
     pub elapsed: Duration,
@@ -368,8 +399,19 @@ impl Checker {
     }
 }
 
+/// `jam bench`: runs the benchmark and prints its report, as text or JSON. Fails when a reply
+/// was wrong or missing, after the report is out.
+pub fn run(args: &BenchArgs) -> Result<(), Error> {
+    let report = measure(args)?;
+    crate::print(&if args.json { report.json() + "\n" } else { report.text() })?;
+    match report.errors {
+        0 => Ok(()),
+        n => Err(Error::new(format!("{n} error(s): some replies were wrong or missing"))),
+    }
+}
+
 /// Runs the benchmark and returns its report.
-pub fn run(args: &BenchArgs) -> Result<Report, Error> {
+fn measure(args: &BenchArgs) -> Result<Report, Error> {
     let addr: SocketAddr = smol::block_on(async_net::resolve((args.target.host.as_str(), args.target.port)))
         .ok()
         .and_then(|a| a.into_iter().next())

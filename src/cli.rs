@@ -5,31 +5,32 @@
 //! the binary. Precedence for server settings: flag, then `JAM_…` variable, then default.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use lexopt::prelude::*;
 
 use crate::Error;
 use crate::bench::{BenchArgs, Mode};
-use crate::client::{self, ProbeArgs, QueryArgs, Target};
+use crate::client::{ProbeArgs, QueryArgs, Target};
 use crate::lab::LabArgs;
 use crate::log::Level;
-use crate::protocol::{DEFAULT_PORT, MIN_MAX_LINE};
-use crate::server::{self, Config, DEFAULT_THREADS, Limits};
+use crate::server::Config;
+use crate::settings::{self, show};
 use crate::wire::WireArgs;
 
 /// What to do, fully parsed.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Serve {
-        config: Config,
-        log: Level,
-    },
+    /// `jam serve`.
+    Serve(Config),
+    /// `jam query`.
     Query(QueryArgs),
+    /// `jam probe`.
     Probe(ProbeArgs),
+    /// `jam lab`.
     Lab(LabArgs),
+    /// `jam wire`.
     Wire(WireArgs),
+    /// `jam bench`.
     Bench(BenchArgs),
     /// Run as PID 1 of the appliance.
     Init,
@@ -37,14 +38,12 @@ pub enum Command {
     Help(String),
 }
 
-/// Exit codes, documented in `--help` and the README.
-pub const EXIT_FAILURE: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-
+/// `jam --version`'s line.
 pub fn version() -> String {
     format!("jam {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// `jam --help`.
 pub fn main_help() -> String {
     format!(
         "{}: the networking lab's TCP time server, client and health probe
@@ -71,6 +70,7 @@ Exit status: 0 success, 1 failure, 2 bad usage.
 }
 
 fn serve_help() -> String {
+    let d = Config::default();
     format!(
         "jam serve: run the time server
 
@@ -82,7 +82,7 @@ line per event to stderr. SIGTERM or SIGINT: stop accepting, deliver replies owe
 
 Options:
   -l, --listen ADDR         address and port to listen on; [::]:PORT for IPv6 too
-                            [env: JAM_LISTEN] [default: 0.0.0.0:{port}]
+                            [env: JAM_LISTEN] [default: {listen}]
       --tz ZONE             time zone of the replies: an IANA name (Asia/Jakarta) or a POSIX
                             rule (WIB-7) [env: TZ] [default: the system's zone, else UTC]
       --max-line BYTES      longest request line, CR LF included; a longer one is an error
@@ -95,23 +95,26 @@ Options:
                             [env: JAM_MAX_CONNECTIONS] [default: {max_conn}]
       --grace DUR           on SIGTERM, how long connections get to finish
                             [env: JAM_GRACE] [default: {grace}]
-      --threads N           executor threads [env: JAM_THREADS] [default: 1]
+      --threads N           executor threads [env: JAM_THREADS] [default: {threads}]
   -q, --quiet               log the start, the stop, warnings and errors, not every connection
-                            [env: JAM_LOG=error|warn|notice|info|debug|off] [default: info]
+                            [env: JAM_LOG=error|warn|notice|info|debug|off] [default: {log}]
   -h, --help                print this help
 
 DUR is a number of seconds or a span such as 500ms, 30s, 5m.
 ",
-        port = DEFAULT_PORT,
-        max_line = crate::protocol::DEFAULT_MAX_LINE,
-        idle = client::show(server::DEFAULT_IDLE_TIMEOUT),
-        line = client::show(server::DEFAULT_LINE_TIMEOUT),
-        max_conn = server::DEFAULT_MAX_CONNECTIONS,
-        grace = client::show(server::DEFAULT_GRACE),
+        listen = d.listen,
+        max_line = d.limits.connection.max_line,
+        idle = show(d.limits.connection.idle_timeout),
+        line = show(d.limits.connection.line_timeout),
+        max_conn = d.limits.max_connections,
+        grace = show(d.limits.grace),
+        threads = d.threads,
+        log = d.log.name(),
     )
 }
 
 fn query_help() -> String {
+    let d = QueryArgs::default();
     format!(
         "jam query: ask a server for the time
 
@@ -122,23 +125,26 @@ server to close. Exits 1 with a one-line error if the connection is refused, a s
 or the reply is not a JAM line. SIGTERM or SIGINT ends a repeating query cleanly, exit 0.
 
 Arguments:
-  [HOST[:PORT]]           server to ask; a name, IPv4 or [IPv6] address [default: 127.0.0.1:{port}]
+  [HOST[:PORT]]           server to ask; a name, IPv4 or [IPv6] address [default: {target}]
 
 Options:
   -n, --count N           requests to send; 0 for until SIGTERM or SIGINT, carrying on
-                          after a failed request (reported) with a new connection [default: 1]
-  -i, --interval DUR      pause between requests [default: 1s]
+                          after a failed request (reported) with a new connection [default: {count}]
+  -i, --interval DUR      pause between requests [default: {interval}]
   -r, --reconnect         a new connection for each request (connect, TIME, QUIT), as the
                           lab's nc clients do; without it, all requests share one connection
   -t, --timeout DUR       limit on each step: connect, reply, close [default: {timeout}]
   -h, --help              print this help
 ",
-        port = DEFAULT_PORT,
-        timeout = client::show(client::DEFAULT_QUERY_TIMEOUT),
+        target = d.target,
+        count = d.count,
+        interval = show(d.interval),
+        timeout = show(d.timeout),
     )
 }
 
 fn probe_help() -> String {
+    let d = ProbeArgs::default();
     format!(
         "jam probe: health check for a container or orchestrator
 
@@ -148,19 +154,20 @@ Exits 0 if a JAM reply arrives within the timeout, 1 otherwise. Prints nothing u
 Meant for HEALTHCHECK [\"/jam\", \"probe\"] in an image with no shell.
 
 Arguments:
-  [HOST[:PORT]]           server to check [default: 127.0.0.1:{port}]
+  [HOST[:PORT]]           server to check [default: {target}]
 
 Options:
   -t, --timeout DUR       limit on the whole check [default: {timeout}]
   -v, --verbose           say what was found, healthy or not
   -h, --help              print this help
 ",
-        port = DEFAULT_PORT,
-        timeout = client::show(client::DEFAULT_PROBE_TIMEOUT),
+        target = d.target,
+        timeout = show(d.timeout),
     )
 }
 
 fn lab_help() -> String {
+    let d = LabArgs::default();
     format!(
         "jam lab: the course's three-machine experiment on the loopback range
 
@@ -172,12 +179,14 @@ Prints the transcript, the server's log included, and exits 0 when every query w
 
 Options:
   -p, --port PORT         mesin1's port; 0 for any free one [default: {port}]
-  -n, --rounds N          sessions each client runs [default: 3]
-  -i, --interval DUR      pause between a client's sessions [default: 1s]
+  -n, --rounds N          sessions each client runs [default: {rounds}]
+  -i, --interval DUR      pause between a client's sessions [default: {interval}]
       --tz ZONE           time zone of the replies [env: TZ] [default: the system's, else UTC]
   -h, --help              print this help
 ",
-        port = DEFAULT_PORT,
+        port = d.port,
+        rounds = d.rounds,
+        interval = show(d.interval),
     )
 }
 
@@ -198,6 +207,7 @@ Options:
 }
 
 fn bench_help() -> String {
+    let d = BenchArgs::default();
     format!(
         "jam bench: load generator for a jam server (or any one-line request/reply server)
 
@@ -214,21 +224,27 @@ Modes:
   idle       open the connections, hold them for the duration, check each is still served
 
 Arguments:
-  [HOST[:PORT]]            server to load [default: 127.0.0.1:{port}]
+  [HOST[:PORT]]            server to load [default: {target}]
 
 Options:
-  -m, --mode MODE          rr, pipeline, churn or idle [default: rr]
-  -c, --connections N      connections [default: 64]
-  -d, --duration DUR       how long to load [default: 5s]
-      --depth N            requests in flight per connection, pipeline mode [default: 32]
-      --threads N          load generator threads [default: 1]
-      --request TEXT       the request line, without CR LF [default: TIME]
+  -m, --mode MODE          rr, pipeline, churn or idle [default: {mode}]
+  -c, --connections N      connections [default: {connections}]
+  -d, --duration DUR       how long to load [default: {duration}]
+      --depth N            requests in flight per connection, pipeline mode [default: {depth}]
+      --threads N          load generator threads [default: {threads}]
+      --request TEXT       the request line, without CR LF [default: {request}]
       --expect TEXT        what each reply must start with [default: a strict JAM hh:mm:ss]
       --server-pid PID     report this process's CPU time per request and memory
       --json               print the report as one JSON object
   -h, --help               print this help
 ",
-        port = DEFAULT_PORT,
+        target = d.target,
+        mode = d.mode.name(),
+        connections = d.connections,
+        duration = show(d.duration),
+        depth = d.depth,
+        threads = d.threads,
+        request = d.request,
     )
 }
 
@@ -243,6 +259,7 @@ words (TZ, JAM_...). See deploy/appliance/README.md.
 ";
 
 /// Parses the arguments after the program name. `env` looks up an environment variable.
+/// Every error is a usage error (exit status 2).
 pub fn parse<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error>
 where
     I: IntoIterator<Item = OsString>,
@@ -250,7 +267,7 @@ where
     let mut parser = lexopt::Parser::from_args(args);
     let command = match parser.next().map_err(usage)? {
         None => {
-            return Err(Error::new(
+            return Err(Error::usage(
                 "a command is needed: serve, query, probe, lab, wire or bench (see jam --help)",
             ));
         }
@@ -272,141 +289,111 @@ where
             Some(other) => Err(usage(other.unexpected())),
         },
         "help" => Ok(Command::Help(main_help())),
-        other => Err(Error::new(format!(
+        other => Err(Error::usage(format!(
             "unknown command {other:?}: expected serve, query, probe, lab, wire or bench (see jam --help)"
         ))),
     }
 }
 
 fn usage(e: lexopt::Error) -> Error {
-    Error::new(e.to_string())
+    Error::usage(e.to_string())
+}
+
+/// The next argument as text.
+fn text(p: &mut lexopt::Parser) -> Result<String, Error> {
+    p.value().map_err(usage)?.string().map_err(usage)
+}
+
+/// The value of `flag`, parsed; a bad one is reported as `--flag: why`.
+fn value<T>(
+    p: &mut lexopt::Parser,
+    flag: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, Error> {
+    parse(&text(p)?).map_err(|why| Error::usage(format!("{flag}: {why}")))
+}
+
+/// The one positional argument of query, probe and bench: the server.
+fn target(slot: &mut Option<Target>, v: OsString) -> Result<(), Error> {
+    if slot.is_some() {
+        return Err(usage(lexopt::Arg::Value(v).unexpected()));
+    }
+    *slot = Some(Target::parse(&v.string().map_err(usage)?).map_err(|e| Error::usage(e.to_string()))?);
+    Ok(())
 }
 
 fn parse_serve(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error> {
-    // Environment first, so that flags parsed next override it.
-    let from_env = |name: &str| env(name).filter(|v| !v.is_empty());
-    let mut listen = match from_env("JAM_LISTEN") {
-        Some(v) => listen_addr(&v).map_err(|e| in_env("JAM_LISTEN", e))?,
-        None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
-    };
-    let mut limits = Limits::default();
-    if let Some(v) = from_env("JAM_MAX_LINE") {
-        limits.max_line = line_limit(&v).map_err(|e| in_env("JAM_MAX_LINE", e))?;
-    }
-    if let Some(v) = from_env("JAM_IDLE_TIMEOUT") {
-        limits.idle_timeout = duration(&v).map_err(|e| in_env("JAM_IDLE_TIMEOUT", e))?;
-    }
-    if let Some(v) = from_env("JAM_LINE_TIMEOUT") {
-        limits.line_timeout = duration(&v).map_err(|e| in_env("JAM_LINE_TIMEOUT", e))?;
-    }
-    if let Some(v) = from_env("JAM_MAX_CONNECTIONS") {
-        limits.max_connections = count(&v).map_err(|e| in_env("JAM_MAX_CONNECTIONS", e))?;
-    }
-    if let Some(v) = from_env("JAM_GRACE") {
-        limits.grace = duration(&v).map_err(|e| in_env("JAM_GRACE", e))?;
-    }
-    let mut threads = match from_env("JAM_THREADS") {
-        Some(v) => count(&v).map_err(|e| in_env("JAM_THREADS", e))?,
-        None => DEFAULT_THREADS,
-    };
-    let mut log = match from_env("JAM_LOG") {
-        Some(v) => Level::parse(&v).ok_or_else(|| {
-            Error::new(format!("JAM_LOG={v:?}: expected error, warn, notice, info, debug or off"))
-        })?,
-        None => Level::Info,
-    };
-    let mut zone_flag = None;
-
+    // The environment first, so that the flags parsed next override it.
+    let mut c = Config::from_env(env)?;
+    let limits = &mut c.limits;
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
-            Short('l') | Long("listen") => listen = listen_addr(&text(p)?).map_err(in_flag("--listen"))?,
-            Long("tz") => zone_flag = Some(text(p)?),
-            Long("max-line") => limits.max_line = line_limit(&text(p)?).map_err(in_flag("--max-line"))?,
+            Short('l') | Long("listen") => c.listen = value(p, "--listen", settings::listen_addr)?,
+            Long("tz") => c.zone_flag = Some(text(p)?),
+            Long("max-line") => limits.connection.max_line = value(p, "--max-line", settings::line_limit)?,
             Long("idle-timeout") => {
-                limits.idle_timeout = duration(&text(p)?).map_err(in_flag("--idle-timeout"))?
+                limits.connection.idle_timeout = value(p, "--idle-timeout", settings::duration)?
             }
             Long("line-timeout") => {
-                limits.line_timeout = duration(&text(p)?).map_err(in_flag("--line-timeout"))?
+                limits.connection.line_timeout = value(p, "--line-timeout", settings::duration)?
             }
             Long("max-connections") => {
-                limits.max_connections = count(&text(p)?).map_err(in_flag("--max-connections"))?
+                limits.max_connections = value(p, "--max-connections", settings::count)?
             }
-            Long("grace") => limits.grace = duration(&text(p)?).map_err(in_flag("--grace"))?,
-            Long("threads") => threads = count(&text(p)?).map_err(in_flag("--threads"))?,
-            Short('q') | Long("quiet") => log = log.min(Level::Notice),
+            Long("grace") => limits.grace = value(p, "--grace", settings::duration)?,
+            Long("threads") => c.threads = value(p, "--threads", settings::count)?,
+            Short('q') | Long("quiet") => c.log = c.log.min(Level::Notice),
             Short('h') | Long("help") => return Ok(Command::Help(serve_help())),
             other => return Err(usage(other.unexpected())),
         }
     }
-    let config = Config { listen, zone_flag, zone_env: env("TZ"), limits, threads };
-    Ok(Command::Serve { config, log })
+    Ok(Command::Serve(c))
 }
 
 fn parse_query(p: &mut lexopt::Parser) -> Result<Command, Error> {
-    let mut args = QueryArgs {
-        target: Target::default(),
-        count: 1,
-        interval: Duration::from_secs(1),
-        timeout: client::DEFAULT_QUERY_TIMEOUT,
-        reconnect: false,
-    };
-    let mut target = None;
+    let mut args = QueryArgs::default();
+    let mut server = None;
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
-            Short('n') | Long("count") => args.count = requests(&text(p)?).map_err(in_flag("--count"))?,
+            Short('n') | Long("count") => args.count = value(p, "--count", settings::whole)?,
             Short('r') | Long("reconnect") => args.reconnect = true,
             Short('i') | Long("interval") => {
-                args.interval = duration_or_zero(&text(p)?).map_err(in_flag("--interval"))?
+                args.interval = value(p, "--interval", settings::duration_or_zero)?
             }
-            Short('t') | Long("timeout") => {
-                args.timeout = duration(&text(p)?).map_err(in_flag("--timeout"))?
-            }
+            Short('t') | Long("timeout") => args.timeout = value(p, "--timeout", settings::duration)?,
             Short('h') | Long("help") => return Ok(Command::Help(query_help())),
-            Value(v) if target.is_none() => target = Some(Target::parse(&v.string().map_err(usage)?)?),
+            Value(v) => target(&mut server, v)?,
             other => return Err(usage(other.unexpected())),
         }
     }
-    args.target = target.unwrap_or_default();
+    args.target = server.unwrap_or_default();
     Ok(Command::Query(args))
 }
 
 fn parse_probe(p: &mut lexopt::Parser) -> Result<Command, Error> {
-    let mut args =
-        ProbeArgs { target: Target::default(), timeout: client::DEFAULT_PROBE_TIMEOUT, verbose: false };
-    let mut target = None;
+    let mut args = ProbeArgs::default();
+    let mut server = None;
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
-            Short('t') | Long("timeout") => {
-                args.timeout = duration(&text(p)?).map_err(in_flag("--timeout"))?
-            }
+            Short('t') | Long("timeout") => args.timeout = value(p, "--timeout", settings::duration)?,
             Short('v') | Long("verbose") => args.verbose = true,
             Short('h') | Long("help") => return Ok(Command::Help(probe_help())),
-            Value(v) if target.is_none() => target = Some(Target::parse(&v.string().map_err(usage)?)?),
+            Value(v) => target(&mut server, v)?,
             other => return Err(usage(other.unexpected())),
         }
     }
-    args.target = target.unwrap_or_default();
+    args.target = server.unwrap_or_default();
     Ok(Command::Probe(args))
 }
 
 fn parse_lab(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error> {
-    let mut args = LabArgs {
-        port: DEFAULT_PORT,
-        rounds: 3,
-        interval: Duration::from_secs(1),
-        zone_flag: None,
-        zone_env: env("TZ"),
-    };
+    let mut args = LabArgs { zone_env: env("TZ"), ..LabArgs::default() };
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
-            Short('p') | Long("port") => {
-                args.port = text(p)?.parse().map_err(|_| Error::new("--port: expected a port number"))?
-            }
-            Short('n') | Long("rounds") => {
-                args.rounds = count(&text(p)?).map_err(in_flag("--rounds"))? as u64
-            }
+            Short('p') | Long("port") => args.port = value(p, "--port", settings::port)?,
+            Short('n') | Long("rounds") => args.rounds = value(p, "--rounds", settings::count)? as u64,
             Short('i') | Long("interval") => {
-                args.interval = duration_or_zero(&text(p)?).map_err(in_flag("--interval"))?
+                args.interval = value(p, "--interval", settings::duration_or_zero)?
             }
             Long("tz") => args.zone_flag = Some(text(p)?),
             Short('h') | Long("help") => return Ok(Command::Help(lab_help())),
@@ -417,48 +404,35 @@ fn parse_lab(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Re
 }
 
 fn parse_bench(p: &mut lexopt::Parser) -> Result<Command, Error> {
-    let mut args = BenchArgs {
-        target: Target::default(),
-        mode: Mode::RequestResponse,
-        connections: 64,
-        duration: Duration::from_secs(5),
-        depth: 32,
-        threads: 1,
-        request: "TIME".into(),
-        expect: None,
-        json: false,
-        server_pid: None,
-    };
-    let mut target = None;
+    let mut args = BenchArgs::default();
+    let mut server = None;
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
             Short('m') | Long("mode") => {
-                let m = text(p)?;
-                args.mode = Mode::parse(&m).ok_or_else(|| {
-                    Error::new(format!("--mode: {m:?}: expected rr, pipeline, churn or idle"))
-                })?;
+                args.mode = value(p, "--mode", |m| {
+                    Mode::parse(m).ok_or_else(|| format!("{m:?}: expected rr, pipeline, churn or idle"))
+                })?
             }
             Short('c') | Long("connections") => {
-                args.connections = count(&text(p)?).map_err(in_flag("--connections"))?
+                args.connections = value(p, "--connections", settings::count)?
             }
-            Short('d') | Long("duration") => {
-                args.duration = duration(&text(p)?).map_err(in_flag("--duration"))?
-            }
-            Long("depth") => args.depth = count(&text(p)?).map_err(in_flag("--depth"))?,
-            Long("threads") => args.threads = count(&text(p)?).map_err(in_flag("--threads"))?,
+            Short('d') | Long("duration") => args.duration = value(p, "--duration", settings::duration)?,
+            Long("depth") => args.depth = value(p, "--depth", settings::count)?,
+            Long("threads") => args.threads = value(p, "--threads", settings::count)?,
             Long("request") => args.request = text(p)?,
             Long("expect") => args.expect = Some(text(p)?),
             Long("server-pid") => {
-                args.server_pid =
-                    Some(text(p)?.parse().map_err(|_| Error::new("--server-pid: expected a PID"))?)
+                args.server_pid = Some(value(p, "--server-pid", |s| {
+                    s.parse().map_err(|_| format!("{s:?} is not a process ID"))
+                })?)
             }
             Long("json") => args.json = true,
             Short('h') | Long("help") => return Ok(Command::Help(bench_help())),
-            Value(v) if target.is_none() => target = Some(Target::parse(&v.string().map_err(usage)?)?),
+            Value(v) => target(&mut server, v)?,
             other => return Err(usage(other.unexpected())),
         }
     }
-    args.target = target.unwrap_or_default();
+    args.target = server.unwrap_or_default();
     Ok(Command::Bench(args))
 }
 
@@ -473,73 +447,17 @@ fn parse_wire(p: &mut lexopt::Parser) -> Result<Command, Error> {
         }
     }
     if args.ports.len() < 2 {
-        return Err(Error::new("jam wire needs at least two ports to switch between"));
+        return Err(Error::usage("jam wire needs at least two ports to switch between"));
     }
     Ok(Command::Wire(args))
 }
 
-fn text(p: &mut lexopt::Parser) -> Result<String, Error> {
-    p.value().map_err(usage)?.string().map_err(usage)
-}
-
-fn in_flag(flag: &'static str) -> impl Fn(String) -> Error {
-    move |why| Error::new(format!("{flag}: {why}"))
-}
-
-fn in_env(var: &str, why: String) -> Error {
-    Error::new(format!("environment variable {var}: {why}"))
-}
-
-/// `ADDR:PORT`, `[IPv6]:PORT`, or a bare port (on all IPv4 addresses).
-pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    s.parse().map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:45000 or [::]:45000"))
-}
-
-/// A whole number, 0 included.
-fn requests(s: &str) -> Result<u64, String> {
-    s.parse::<u64>().map_err(|_| format!("{s:?} is not a whole number"))
-}
-
-/// A whole number of at least 1.
-pub fn count(s: &str) -> Result<usize, String> {
-    s.parse::<usize>()
-        .ok()
-        .filter(|&n| n >= 1)
-        .ok_or_else(|| format!("{s:?} is not a whole number of at least 1"))
-}
-
-fn line_limit(s: &str) -> Result<usize, String> {
-    let n = count(s)?;
-    if n < MIN_MAX_LINE {
-        return Err(format!("{n} is too small: TIME plus CR LF needs {MIN_MAX_LINE} bytes"));
-    }
-    Ok(n)
-}
-
-/// A span of time greater than zero: seconds (`30`) or a span such as `500ms`, `30s`, `5m`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    let d = duration_or_zero(s)?;
-    if d.is_zero() {
-        return Err(format!("{s:?} must be longer than zero"));
-    }
-    Ok(d)
-}
-
-fn duration_or_zero(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a span of time such as 30, 500ms, 30s or 5m");
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let span: jiff::SignedDuration = s.parse().map_err(|_| bad())?;
-    Duration::try_from(span).map_err(|_| bad())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::{protocol, server};
 
     fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, Error> {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -549,7 +467,7 @@ mod tests {
 
     fn serve(args: &[&str], env: &[(&str, &str)]) -> (Config, Level) {
         match parse_with(args, env).unwrap() {
-            Command::Serve { config, log } => (config, log),
+            Command::Serve(config) => (config.clone(), config.log),
             other => panic!("{other:?}"),
         }
     }
@@ -558,7 +476,7 @@ mod tests {
     fn serve_defaults() {
         let (c, log) = serve(&["serve"], &[]);
         assert_eq!(c.listen, "0.0.0.0:45000".parse().unwrap());
-        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits, server::Limits::default());
         assert_eq!((c.threads, c.zone_flag, c.zone_env, log), (1, None, None, Level::Info));
     }
 
@@ -573,7 +491,7 @@ mod tests {
         ];
         let (c, log) = serve(&["serve"], &env);
         assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
-        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.connection.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.limits.max_connections, 5);
         assert_eq!((log, c.zone_env.as_deref()), (Level::Debug, Some("Asia/Jakarta")));
 
@@ -592,21 +510,9 @@ mod tests {
             &env,
         );
         assert_eq!(c.listen, "[::1]:0".parse().unwrap());
-        assert_eq!(c.limits.idle_timeout, Duration::from_millis(500));
+        assert_eq!(c.limits.connection.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.limits.max_connections, 7);
         assert_eq!((log, c.zone_flag.as_deref()), (Level::Notice, Some("UTC")));
-    }
-
-    #[test]
-    fn durations_take_seconds_or_spans() {
-        assert_eq!(duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
-        for bad in ["0", "-5s", "soon", ""] {
-            assert!(duration(bad).is_err(), "{bad}");
-        }
-        assert_eq!(duration_or_zero("0"), Ok(Duration::ZERO));
     }
 
     #[test]
@@ -620,6 +526,10 @@ mod tests {
         let err = parse_with(&["fly"], &[]).unwrap_err().to_string();
         assert!(err.contains("unknown command \"fly\""), "{err}");
         assert!(parse_with(&[], &[]).is_err());
+        // Every parse error is a usage error: exit status 2.
+        for args in [&["serve", "--bogus"][..], &["fly"], &[], &["query", "a", "b"], &["bench", "-m", "x"]] {
+            assert!(parse_with(args, &[]).unwrap_err().is_usage(), "{args:?}");
+        }
     }
 
     #[test]
@@ -655,5 +565,128 @@ mod tests {
         }
         let Ok(Command::Help(v)) = parse_with(&["--version"], &[]) else { panic!() };
         assert_eq!(v, format!("jam {}\n", env!("CARGO_PKG_VERSION")));
+    }
+
+    /// A default a help text states, with what it belongs to.
+    #[derive(Debug)]
+    struct Stated {
+        /// The option (`--listen`), or `None` for the positional argument.
+        flag: Option<String>,
+        /// Whether the option takes a value (`-q` does not).
+        takes_value: bool,
+        /// The environment variable that sets the same thing.
+        env: Option<String>,
+        value: String,
+    }
+
+    /// Every `[default: ...]` in `help`, each with the option or argument whose description holds it.
+    fn stated_defaults(help: &str) -> Vec<Stated> {
+        let mut found = Vec::new();
+        let (mut flag, mut takes_value) = (None, false);
+        let mut env = None;
+        for line in help.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if line.starts_with("  -") || line.starts_with("      --") {
+                let at = words.iter().position(|w| w.starts_with("--")).expect("a long option");
+                flag = Some(words[at].to_string());
+                takes_value = words.get(at + 1).is_some_and(|w| w.chars().all(|c| c.is_ascii_uppercase()));
+                env = None;
+            } else if line.starts_with("  [") {
+                (flag, takes_value, env) = (None, true, None);
+            }
+            if let Some(rest) = line.split("[env: ").nth(1) {
+                env = Some(rest.split([']', '=']).next().unwrap().to_string());
+            }
+            if let Some(rest) = line.split("[default: ").nth(1) {
+                let value = rest.rsplit_once(']').unwrap().0.to_string();
+                found.push(Stated { flag: flag.clone(), takes_value, env: env.clone(), value });
+            }
+        }
+        found
+    }
+
+    /// Defaults that help describes in words rather than as a value to give.
+    const DESCRIBED: [&str; 3] =
+        ["the system's zone, else UTC", "the system's, else UTC", "a strict JAM hh:mm:ss"];
+
+    #[test]
+    fn every_default_in_the_help_is_the_codes_default() {
+        let helps = [
+            ("serve", serve_help()),
+            ("query", query_help()),
+            ("probe", probe_help()),
+            ("lab", lab_help()),
+            ("bench", bench_help()),
+        ];
+        let mut checked = 0;
+        for (command, help) in helps {
+            let plain = parse_with(&[command], &[]).unwrap();
+            for stated in stated_defaults(&help) {
+                if DESCRIBED.contains(&stated.value.as_str()) {
+                    continue;
+                }
+                let v = stated.value.as_str();
+                // Giving the stated default explicitly must change nothing.
+                match (&stated.flag, stated.takes_value) {
+                    (Some(flag), true) => {
+                        assert_eq!(
+                            parse_with(&[command, flag, v], &[]).unwrap(),
+                            plain,
+                            "{command} {flag} {v}"
+                        );
+                        checked += 1;
+                    }
+                    (Some(_), false) => {}
+                    (None, _) => {
+                        assert_eq!(parse_with(&[command, v], &[]).unwrap(), plain, "{command} {v}");
+                        checked += 1;
+                    }
+                }
+                if let Some(var) = &stated.env {
+                    assert_eq!(parse_with(&[command], &[(var, v)]).unwrap(), plain, "{command}: {var}={v}");
+                    checked += 1;
+                }
+            }
+        }
+        // Every option with a default above, so that a help text this test cannot read fails it.
+        assert!(checked >= 30, "only {checked} defaults checked");
+    }
+
+    #[test]
+    fn the_protocol_doc_states_the_codes_replies_and_limits() {
+        let doc = include_str!("../docs/PROTOCOL.md");
+        let errors = [
+            protocol::RequestError::Unknown,
+            protocol::RequestError::BareLf,
+            protocol::RequestError::NotUtf8,
+            protocol::RequestError::Control,
+            protocol::RequestError::TooLong,
+        ];
+        let replies = errors.iter().map(|e| e.reply()).chain([
+            protocol::BUSY,
+            protocol::IDLE_TIMEOUT,
+            protocol::LINE_TIMEOUT,
+            protocol::SHUTTING_DOWN,
+        ]);
+        for reply in replies {
+            let text = std::str::from_utf8(reply.strip_suffix(b"\r\n").unwrap()).unwrap();
+            assert!(doc.contains(&format!("`{text}`")), "docs/PROTOCOL.md does not show {text:?}");
+        }
+        // The limits table: "| `--flag`, VALUE [unit] |", each the flag's default.
+        let plain = parse_with(&["serve"], &[]).unwrap();
+        let mut rows = 0;
+        for cell in doc.split('|').map(str::trim).filter(|c| c.starts_with("`--")) {
+            let (flag, value) = cell.split_once(", ").unwrap();
+            let number = value.split_whitespace().next().unwrap();
+            let flag = flag.trim_matches('`');
+            assert_eq!(parse_with(&["serve", flag, number], &[]).unwrap(), plain, "PROTOCOL.md: {cell}");
+            rows += 1;
+        }
+        assert_eq!(rows, 5, "the limits table has a row per limit");
+        let prose = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        let budget = format!("{} KiB of replies", crate::connection::OUTPUT_BUDGET / 1024);
+        assert!(prose.contains(&budget), "PROTOCOL.md should say {budget:?}");
+        let linger = format!("up to {} s", crate::connection::LINGER.as_secs());
+        assert!(prose.contains(&linger), "PROTOCOL.md should say {linger:?}");
     }
 }

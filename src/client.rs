@@ -16,7 +16,7 @@ use smol::{Async, Timer};
 
 use crate::protocol::{self, DEFAULT_PORT};
 use crate::shutdown::Shutdown;
-use crate::{Error, sys};
+use crate::{Error, outln, settings, sys};
 
 /// How long `jam query` waits for each step (connect, reply, close).
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,7 +29,9 @@ const MAX_REPLY: usize = 256;
 /// A server to talk to: a host name or address and a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// A name or an address (an IPv6 one without brackets).
     pub host: String,
+    /// The TCP port.
     pub port: u16,
 }
 
@@ -94,18 +96,9 @@ async fn deadline<T>(
 ) -> Result<T, Error> {
     future::or(fut, async {
         Timer::after(limit).await;
-        Err(Error::new(format!("{what} {target}: no answer within {}", show(limit))))
+        Err(Error::new(format!("{what} {target}: no answer within {}", settings::show(limit))))
     })
     .await
-}
-
-/// A duration as a person writes it: `5s`, `250ms`.
-pub fn show(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.as_secs() > 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
 
 /// One connection to a jam server.
@@ -234,13 +227,28 @@ async fn connect_from(source: IpAddr, target: &Target) -> io::Result<TcpStream> 
 /// Settings of `jam query`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueryArgs {
+    /// The server to ask.
     pub target: Target,
     /// Requests to send; 0 for until stopped.
     pub count: u64,
+    /// The pause between requests.
     pub interval: Duration,
+    /// The limit on each step: connect, reply, close.
     pub timeout: Duration,
     /// A fresh connection per request (connect, TIME, QUIT), as the lab's nc clients do.
     pub reconnect: bool,
+}
+
+impl Default for QueryArgs {
+    fn default() -> QueryArgs {
+        QueryArgs {
+            target: Target::default(),
+            count: 1,
+            interval: Duration::from_secs(1),
+            timeout: DEFAULT_QUERY_TIMEOUT,
+            reconnect: false,
+        }
+    }
 }
 
 /// `jam query`: prints one reply line per request. SIGTERM or SIGINT ends it cleanly, with QUIT
@@ -248,7 +256,7 @@ pub struct QueryArgs {
 pub fn query(args: &QueryArgs) -> Result<(), Error> {
     let stop = Shutdown::new();
     if args.count != 1 {
-        sys::stop_on_signal(&stop, "jam-query-signals")?;
+        stop.on_signals("jam-query-signals")?;
     }
     // Until stopped, a client outlives a server that restarts or moves: a failed session is
     // reported and the next one starts on a fresh connection (resolving the name again).
@@ -266,7 +274,8 @@ pub fn query(args: &QueryArgs) -> Result<(), Error> {
                     Some(current) => current,
                     None => Session::connect(&args.target, args.timeout).await?,
                 };
-                println!("{}", current.time().await?);
+                let line = current.time().await?;
+                outln!("{line}")?;
                 if args.reconnect {
                     current.quit().await?;
                 } else {
@@ -276,7 +285,7 @@ pub fn query(args: &QueryArgs) -> Result<(), Error> {
             };
             match step.await {
                 Ok(()) => {}
-                Err(e) if keep_going => eprintln!("jam: {e} (trying again)"),
+                Err(e) if keep_going && e.printed() => eprintln!("jam: {e} (trying again)"),
                 Err(e) => return Err(e),
             }
         }
@@ -305,9 +314,18 @@ async fn stopped_during(pause: Duration, stop: &Shutdown) -> bool {
 /// Settings of `jam probe`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeArgs {
+    /// The server to check.
     pub target: Target,
+    /// The limit on the whole check.
     pub timeout: Duration,
+    /// Say what was found, healthy or not.
     pub verbose: bool,
+}
+
+impl Default for ProbeArgs {
+    fn default() -> ProbeArgs {
+        ProbeArgs { target: Target::default(), timeout: DEFAULT_PROBE_TIMEOUT, verbose: false }
+    }
 }
 
 /// `jam probe`: succeeds when a jam reply arrives within the deadline. Silent unless verbose.
@@ -322,7 +340,7 @@ pub fn probe(args: &ProbeArgs) -> Result<(), Error> {
     match result {
         Ok(line) => {
             if args.verbose {
-                println!("healthy: {} answered {line}", args.target);
+                outln!("healthy: {} answered {line}", args.target)?;
             }
             Ok(())
         }

@@ -21,7 +21,9 @@ use crate::{Error, tzdb};
 /// A time zone together with the name it is reported by.
 #[derive(Clone, Debug)]
 pub struct Zone {
+    /// The rules.
     pub tz: TimeZone,
+    /// The name the log and the lab report it by.
     pub name: String,
 }
 
@@ -89,10 +91,12 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock that tells the time in `zone`.
     pub fn new(zone: Zone) -> Clock {
         Clock { zone, cache: AtomicU64::new(EMPTY) }
     }
 
+    /// The zone the clock tells the time in.
     pub fn zone(&self) -> &Zone {
         &self.zone
     }
@@ -164,7 +168,8 @@ mod tests {
     fn flag_beats_env_and_empty_env_is_unset() {
         assert_eq!(Zone::resolve(Some("UTC"), Some("Asia/Jakarta")).unwrap().name, "UTC");
         assert_eq!(Zone::resolve(None, Some("Asia/Jakarta")).unwrap().name, "Asia/Jakarta");
-        assert!(Zone::resolve(None, Some("")).is_ok());
+        // An empty TZ is the same as none: the system's zone, else UTC.
+        assert_eq!(Zone::resolve(None, Some("")).unwrap().name, Zone::resolve(None, None).unwrap().name);
         assert!(Zone::resolve(None, Some("Nowhere/Special")).is_err());
     }
 

@@ -28,8 +28,37 @@ use event_listener::EventListener;
 use futures_lite::future;
 use smol::{Async, Timer};
 
+use crate::clock::Clock;
 use crate::protocol::{self, Flow};
-use crate::server::Shared;
+use crate::shutdown::Shutdown;
+
+/// How long a connection may send nothing (and take no reply) before it is closed. Five minutes
+/// leaves a person typing into `nc` all the time they need.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a client may take to finish a line it has started (against slow-loris clients that
+/// trickle a byte at a time to keep a connection forever).
+pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The limits on what one client can make its connection hold or wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line, CR LF included.
+    pub max_line: usize,
+    /// Closes a connection that sends nothing and takes no reply for this long.
+    pub idle_timeout: Duration,
+    /// Closes a connection that takes longer than this to finish a line it has started.
+    pub line_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_line: protocol::DEFAULT_MAX_LINE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            line_timeout: DEFAULT_LINE_TIMEOUT,
+        }
+    }
+}
 
 /// Bytes read from a socket at a time. Many pipelined requests fit in one read; the buffer is
 /// per thread, not per connection.
@@ -51,8 +80,8 @@ const LINGER_DISCARD: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum Closed {
     Quit,
-    ClientClosed,
-    ClientClosedMidLine,
+    ByClient,
+    ByClientMidLine,
     TooLong,
     IdleTimeout,
     LineTimeout,
@@ -65,8 +94,8 @@ impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Closed::Quit => f.write_str("client sent QUIT"),
-            Closed::ClientClosed => f.write_str("client closed the connection"),
-            Closed::ClientClosedMidLine => f.write_str("client closed the connection in mid-line"),
+            Closed::ByClient => f.write_str("client closed the connection"),
+            Closed::ByClientMidLine => f.write_str("client closed the connection in mid-line"),
             Closed::TooLong => f.write_str("line too long"),
             Closed::IdleTimeout => f.write_str("idle timeout"),
             Closed::LineTimeout => f.write_str("line not finished in time"),
@@ -98,19 +127,20 @@ thread_local! {
 }
 
 /// Serves one client until it quits, breaks a rule, goes quiet, or the server stops.
-pub async fn serve(stream: Async<TcpStream>, shared: &Shared) -> Summary {
+pub async fn serve(stream: Async<TcpStream>, clock: &Clock, limits: &Limits, shutdown: &Shutdown) -> Summary {
     let now = Instant::now();
-    let shutdown = shared.shutdown.listen();
+    let shutdown = shutdown.listen();
     let mut conn = Connection {
         stream: &stream,
-        shared,
+        clock,
+        limits,
         pending: Vec::new(),
         owed: Vec::new(),
         requests: 0,
         last_progress: now,
         line_started: None,
-        timer: Timer::at(now + shared.limits.idle_timeout),
-        armed: now + shared.limits.idle_timeout,
+        timer: Timer::at(now + limits.idle_timeout),
+        armed: now + limits.idle_timeout,
         shutdown,
     };
     // No listener means the stop came first.
@@ -123,7 +153,8 @@ pub async fn serve(stream: Async<TcpStream>, shared: &Shared) -> Summary {
 
 struct Connection<'a> {
     stream: &'a Async<TcpStream>,
-    shared: &'a Shared,
+    clock: &'a Clock,
+    limits: &'a Limits,
     /// The start of a line not yet complete (or lines not yet answered for lack of budget).
     pending: Vec<u8>,
     /// Replies not yet taken by the kernel.
@@ -217,7 +248,7 @@ impl Connection<'_> {
             if let Poll::Ready(result) = ready {
                 let line_late = self
                     .line_started
-                    .is_some_and(|started| Instant::now() >= started + self.shared.limits.line_timeout);
+                    .is_some_and(|started| Instant::now() >= started + self.limits.line_timeout);
                 return Poll::Ready(result.map(|()| if line_late { Event::Deadline } else { Event::Ready }));
             }
             while Pin::new(&mut self.timer).poll(cx).is_ready() {
@@ -236,18 +267,17 @@ impl Connection<'_> {
 
     /// The earliest moment the connection may be closed for a timeout.
     fn deadline(&self) -> Instant {
-        let idle = self.last_progress + self.shared.limits.idle_timeout;
+        let idle = self.last_progress + self.limits.idle_timeout;
         match self.line_started {
-            Some(started) => idle.min(started + self.shared.limits.line_timeout),
+            Some(started) => idle.min(started + self.limits.line_timeout),
             None => idle,
         }
     }
 
     /// Which timeout a passed deadline was.
     fn timeout(&self) -> Closed {
-        let line_late = self
-            .line_started
-            .is_some_and(|started| Instant::now() >= started + self.shared.limits.line_timeout);
+        let line_late =
+            self.line_started.is_some_and(|started| Instant::now() >= started + self.limits.line_timeout);
         if line_late {
             Closed::LineTimeout
         } else if !self.owed.is_empty() {
@@ -263,9 +293,9 @@ impl Connection<'_> {
             let n = read(self.stream, &mut scratch.input)?;
             if n == 0 {
                 return Ok(Some(if self.pending.is_empty() {
-                    Closed::ClientClosed
+                    Closed::ByClient
                 } else {
-                    Closed::ClientClosedMidLine
+                    Closed::ByClientMidLine
                 }));
             }
             self.last_progress = Instant::now();
@@ -279,8 +309,8 @@ impl Connection<'_> {
     }
 
     fn answer_with(&mut self, fresh: &[u8], out: &mut Vec<u8>) -> io::Result<Option<Closed>> {
-        let limits = &self.shared.limits;
-        let now = self.shared.clock.now();
+        let limits = self.limits;
+        let now = self.clock.now();
         out.clear();
         // The common case, a whole request in one read, is answered straight from the scratch
         // buffer; only an unfinished line is copied into the connection's own buffer.
@@ -315,7 +345,7 @@ impl Connection<'_> {
         } else if self.line_started.is_none() {
             let started = Instant::now();
             self.line_started = Some(started);
-            let deadline = started + self.shared.limits.line_timeout;
+            let deadline = started + self.limits.line_timeout;
             if deadline < self.armed {
                 self.timer.set_at(deadline);
                 self.armed = deadline;
@@ -370,7 +400,7 @@ impl Connection<'_> {
             },
             Closed::IdleTimeout => protocol::IDLE_TIMEOUT,
             Closed::LineTimeout => protocol::LINE_TIMEOUT,
-            Closed::Quit | Closed::ClientClosed | Closed::ClientClosedMidLine | Closed::TooLong => b"",
+            Closed::Quit | Closed::ByClient | Closed::ByClientMidLine | Closed::TooLong => b"",
         };
         if self.send(farewell).is_err() {
             return;
@@ -432,4 +462,72 @@ pub async fn refuse(stream: Async<TcpStream>) {
         Ok(())
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    use super::*;
+    use crate::clock::Zone;
+
+    /// Serves one connection on loopback with `limits`, while `client` runs on a thread against
+    /// it; returns why the connection ended and what the client returned.
+    fn serve_one<T: Send + 'static>(
+        limits: Limits,
+        client: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,
+    ) -> (Closed, T) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = thread::spawn(move || {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            // A hang fails the test instead of stalling it.
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            client(c)
+        });
+        let (stream, _) = listener.accept().unwrap();
+        let stream = Async::new(stream).unwrap();
+        let clock = Clock::new(Zone::utc());
+        let summary = smol::block_on(serve(stream, &clock, &limits, &Shutdown::new()));
+        (summary.closed, client.join().unwrap())
+    }
+
+    #[test]
+    fn a_timer_that_fires_after_progress_is_set_again_for_the_new_deadline() {
+        let idle = Duration::from_millis(400);
+        let limits = Limits { idle_timeout: idle, ..Limits::default() };
+        let (closed, since_last_request) = serve_one(limits, move |mut c| {
+            // The timer is first set for 400 ms after the connection starts. A request at 250 ms
+            // moves the idle deadline to 650 ms: the timer fires early at 400 ms and must be set
+            // again rather than close the connection then.
+            thread::sleep(Duration::from_millis(250));
+            c.write_all(b"TIME\r\n").unwrap();
+            let sent = Instant::now();
+            let mut all = Vec::new();
+            c.read_to_end(&mut all).unwrap();
+            assert_eq!(&all[14..], protocol::IDLE_TIMEOUT, "{all:?}");
+            sent.elapsed()
+        });
+        assert!(matches!(closed, Closed::IdleTimeout), "{closed}");
+        assert!(since_last_request >= idle, "closed {since_last_request:?} after the last request");
+    }
+
+    #[test]
+    fn a_line_started_sets_the_timer_earlier_than_the_idle_deadline() {
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(60),
+            line_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let (closed, reply) = serve_one(limits, |mut c| {
+            c.write_all(b"TI").unwrap();
+            let mut all = Vec::new();
+            c.read_to_end(&mut all).unwrap();
+            all
+        });
+        assert!(matches!(closed, Closed::LineTimeout), "{closed}");
+        assert_eq!(reply, protocol::LINE_TIMEOUT);
+    }
 }

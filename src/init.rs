@@ -36,9 +36,13 @@ const DEVICE_WAIT: Duration = Duration::from_secs(5);
 /// A static network configuration from the kernel's `ip=` parameter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpConfig {
+    /// The interface's address.
     pub address: Ipv4Addr,
+    /// Its netmask (255.255.255.0 when not given).
     pub netmask: Ipv4Addr,
+    /// The default route, if any.
     pub gateway: Option<Ipv4Addr>,
+    /// The interface (eth0 when not given).
     pub device: String,
 }
 
@@ -107,14 +111,12 @@ pub fn run() -> Result<(), Error> {
     watch_power_buttons(&shutdown);
 
     let env = |name: &str| std::env::var(name).ok();
-    match crate::cli::parse(["serve".into()], &env) {
-        Ok(crate::cli::Command::Serve { config, log }) => {
-            crate::log::set_level(log);
+    match crate::server::Config::from_env(&env) {
+        Ok(config) => {
             if let Err(e) = crate::server::run_until(config, shutdown.clone()) {
                 error!("jam init: the server stopped: {e}; waiting for the power button");
             }
         }
-        Ok(_) => unreachable!("`serve` parses as Serve"),
         Err(e) => error!("jam init: bad server settings on the kernel command line: {e}"),
     }
     // Whatever happened to the server, PID 1 stays until it is asked to power off.

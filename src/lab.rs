@@ -13,11 +13,13 @@ use std::time::Duration;
 use futures_lite::future;
 use smol::{Async, Executor, Timer};
 
-use crate::Error;
 use crate::client::{Session, Target};
 use crate::clock::{Clock, Zone};
+use crate::protocol::DEFAULT_PORT;
 use crate::server::{self, Limits};
+use crate::settings::show;
 use crate::shutdown::Shutdown;
+use crate::{Error, outln};
 
 /// mesin1, the server.
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(127, 16, 16, 101);
@@ -28,12 +30,28 @@ pub const CLIENTS: [(&str, Ipv4Addr); 2] =
 /// Settings of `jam lab`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabArgs {
+    /// mesin1's port; 0 for any free one.
     pub port: u16,
     /// Sessions (connect, TIME, QUIT) each client runs.
     pub rounds: u64,
+    /// The pause between a client's sessions.
     pub interval: Duration,
+    /// `--tz`.
     pub zone_flag: Option<String>,
+    /// The `TZ` environment variable.
     pub zone_env: Option<String>,
+}
+
+impl Default for LabArgs {
+    fn default() -> LabArgs {
+        LabArgs {
+            port: DEFAULT_PORT,
+            rounds: 3,
+            interval: Duration::from_secs(1),
+            zone_flag: None,
+            zone_env: None,
+        }
+    }
 }
 
 /// Runs the experiment; succeeds when every client's every query was answered.
@@ -43,17 +61,17 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
     let listener = Async::<TcpListener>::bind(bind).map_err(|e| {
         Error::new(format!("cannot listen on {bind}: {e} (is a lab already running? try --port)"))
     })?;
-    let port = listener.get_ref().local_addr().map_err(|e| Error::new(e.to_string()))?.port();
-    println!("jam lab: the course's three machines on the loopback range (time zone {})", zone.name);
-    println!("  mesin1  {SERVER}:{port}  serves TIME");
+    let port = listener
+        .get_ref()
+        .local_addr()
+        .map_err(|e| Error::new(format!("cannot read the port mesin1 listens on: {e}")))?
+        .port();
+    outln!("jam lab: the course's three machines on the loopback range (time zone {})", zone.name)?;
+    outln!("  mesin1  {SERVER}:{port}  serves TIME")?;
     for (name, ip) in CLIENTS {
-        println!(
-            "  {name}  {ip}        asks {} times, every {}",
-            args.rounds,
-            crate::client::show(args.interval)
-        );
+        outln!("  {name}  {ip}        asks {} times, every {}", args.rounds, show(args.interval))?;
     }
-    println!();
+    outln!()?;
     crate::log::to_stdout("mesin1 | ");
 
     let target = Target { host: SERVER.to_string(), port };
@@ -81,19 +99,18 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
         let _ = helper.join();
         results
     });
-    let answered = results.0 + results.1;
+    let answered = results.0? + results.1?;
     let asked = 2 * args.rounds;
-    println!();
+    outln!()?;
     if answered == asked {
-        println!("jam lab: every client was served: {answered} of {asked} queries answered");
-        Ok(())
+        outln!("jam lab: every client was served: {answered} of {asked} queries answered")
     } else {
         Err(Error::new(format!("only {answered} of {asked} queries were answered")))
     }
 }
 
 /// One client machine: `rounds` sessions of connect, TIME, QUIT. Returns how many were answered.
-async fn client(name: &str, source: IpAddr, target: &Target, args: &LabArgs) -> u64 {
+async fn client(name: &str, source: IpAddr, target: &Target, args: &LabArgs) -> Result<u64, Error> {
     let mut answered = 0;
     for round in 0..args.rounds {
         if round > 0 {
@@ -109,10 +126,10 @@ async fn client(name: &str, source: IpAddr, target: &Target, args: &LabArgs) -> 
         match session.await {
             Ok(reply) => {
                 answered += 1;
-                println!("{name} | TIME -> {reply}");
+                outln!("{name} | TIME -> {reply}")?;
             }
-            Err(e) => println!("{name} | failed: {e}"),
+            Err(e) => outln!("{name} | failed: {e}")?,
         }
     }
-    answered
+    Ok(answered)
 }

@@ -11,15 +11,20 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// How much is logged: each level includes those before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// Nothing.
     Off = 0,
+    /// What failed.
     Error = 1,
+    /// What a person should look at: refused clients, limits reached.
     Warn = 2,
     /// The server's life: start (with the address and limits), signals, shutdown, stop.
     Notice = 3,
     /// Every connection opened and closed.
     Info = 4,
+    /// Details for a developer.
     Debug = 5,
 }
 
@@ -35,6 +40,18 @@ impl Level {
             "debug" => Level::Debug,
             _ => return None,
         })
+    }
+
+    /// The level's name as `JAM_LOG` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Off => "off",
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
     }
 
     fn label(self) -> &'static str {
@@ -60,10 +77,12 @@ pub fn to_stdout(prefix: &str) {
     let _ = TRANSCRIPT.set(prefix.to_string());
 }
 
+/// Sets the most detailed level written, for the whole process.
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
+/// Whether lines of `level` are written.
 pub fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
@@ -86,22 +105,27 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
     };
 }
 
+/// Logs a line at [`Level::Error`](crate::log::Level::Error).
 #[macro_export]
 macro_rules! error {
     ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Error) { $crate::log::write($crate::log::Level::Error, format_args!($($t)*)) } };
 }
+/// Logs a line at [`Level::Warn`](crate::log::Level::Warn).
 #[macro_export]
 macro_rules! warn {
     ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Warn) { $crate::log::write($crate::log::Level::Warn, format_args!($($t)*)) } };
 }
+/// Logs a line at [`Level::Notice`](crate::log::Level::Notice).
 #[macro_export]
 macro_rules! notice {
     ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Notice) { $crate::log::write($crate::log::Level::Notice, format_args!($($t)*)) } };
 }
+/// Logs a line at [`Level::Info`](crate::log::Level::Info).
 #[macro_export]
 macro_rules! info {
     ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Info) { $crate::log::write($crate::log::Level::Info, format_args!($($t)*)) } };
 }
+/// Logs a line at [`Level::Debug`](crate::log::Level::Debug).
 #[macro_export]
 macro_rules! debug {
     ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Debug) { $crate::log::write($crate::log::Level::Debug, format_args!($($t)*)) } };

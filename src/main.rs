@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use jam::cli::{self, Command};
-use jam::{bench, client, init, lab, log, server, wire};
+use jam::{bench, client, init, lab, server, wire};
 
 fn main() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
@@ -12,43 +12,27 @@ fn main() -> ExitCode {
     // The kernel starts /init with no arguments: as PID 1, jam is the appliance's init.
     let parsed =
         if args.is_empty() && std::process::id() == 1 { Ok(Command::Init) } else { cli::parse(args, &env) };
-    let command = match parsed {
-        Ok(command) => command,
+    // The one place an error is printed, and the one place the exit status is decided.
+    match parsed.and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("jam: {e}");
-            return ExitCode::from(cli::EXIT_USAGE);
+            if e.printed() {
+                eprintln!("jam: {e}");
+            }
+            ExitCode::from(e.exit_code())
         }
-    };
-    let result = match command {
-        Command::Help(text) => {
-            print!("{text}");
-            Ok(())
-        }
-        Command::Serve { config, log: level } => {
-            log::set_level(level);
-            server::run(config)
-        }
+    }
+}
+
+fn run(command: Command) -> Result<(), jam::Error> {
+    match command {
+        Command::Help(text) => jam::print(&text),
+        Command::Serve(config) => server::run(config),
         Command::Query(args) => client::query(&args),
         Command::Probe(args) => client::probe(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Wire(args) => wire::run(&args),
         Command::Init => init::run(),
-        Command::Bench(args) => bench::run(&args).and_then(|report| {
-            print!("{}", if args.json { report.json() + "\n" } else { report.text() });
-            match report.errors {
-                0 => Ok(()),
-                n => Err(jam::Error::new(format!("{n} error(s): some replies were wrong or missing"))),
-            }
-        }),
-    };
-    // The one place an error is printed.
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if e.print {
-                eprintln!("jam: {e}");
-            }
-            ExitCode::from(cli::EXIT_FAILURE)
-        }
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -34,8 +34,11 @@ pub const SHUTTING_DOWN: &[u8] = b"ERROR server shutting down\r\n";
 /// A wall-clock time of day, as the server's time zone shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WallTime {
+    /// 0 to 23.
     pub hour: u8,
+    /// 0 to 59.
     pub minute: u8,
+    /// 0 to 59, or 60 in a leap second.
     pub second: u8,
 }
 
@@ -139,6 +142,7 @@ pub struct Answered {
     pub consumed: usize,
     /// How many request lines were answered, well-formed or not.
     pub lines: usize,
+    /// What the connection does next.
     pub flow: Flow,
 }
 

@@ -11,7 +11,7 @@
 //! measurements behind the default.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -23,15 +23,12 @@ use smol::{Async, Executor, Timer};
 
 use crate::clock::{Clock, Zone};
 use crate::connection;
+use crate::log::{self, Level};
+use crate::protocol::DEFAULT_PORT;
+use crate::settings::{self, env_override};
 use crate::shutdown::Shutdown;
 use crate::{Error, debug, info, notice, sys, warn};
 
-/// How long a connection may send nothing (and take no reply) before it is closed. Five minutes
-/// leaves a person typing into `nc` all the time they need.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a client may take to finish a line it has started (against slow-loris clients that
-/// trickle a byte at a time to keep a connection forever).
-pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; past it a new client gets `ERROR server busy`. Also capped by the
 /// open-files limit less [`RESERVED_FDS`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -51,23 +48,24 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// courtesy of `ERROR server busy`, so a flood cannot use up file descriptors this way.
 pub const MAX_REFUSING: usize = 64;
 
-/// The limits on what a client can make the server hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
+pub use crate::connection::Limits as ConnectionLimits;
+
+/// The limits on what clients can make the server hold: each connection's own, and the
+/// server's over all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest request line, CR LF included.
-    pub max_line: usize,
-    pub idle_timeout: Duration,
-    pub line_timeout: Duration,
+    /// What one connection may hold and wait for.
+    pub connection: ConnectionLimits,
+    /// Connections served at once; past it a new client gets `ERROR server busy`.
     pub max_connections: usize,
+    /// After the stop, how long connections get to finish.
     pub grace: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_line: crate::protocol::DEFAULT_MAX_LINE,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            line_timeout: DEFAULT_LINE_TIMEOUT,
+            connection: ConnectionLimits::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             grace: DEFAULT_GRACE,
         }
@@ -76,10 +74,10 @@ impl Default for Limits {
 
 /// What a server and its connections share.
 #[derive(Debug)]
-pub struct Shared {
-    pub clock: Clock,
-    pub limits: Limits,
-    pub shutdown: Shutdown,
+struct Shared {
+    clock: Clock,
+    limits: Limits,
+    shutdown: Shutdown,
     /// Connections being served.
     active: AtomicUsize,
     /// Clients being turned away.
@@ -91,7 +89,9 @@ pub struct Shared {
 /// What a server did, reported when it stops.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
+    /// Clients served.
     pub accepted: u64,
+    /// Clients turned away with `ERROR server busy` (or, past [`MAX_REFUSING`], dropped).
     pub refused: u64,
     /// Connections still open when the grace period ran out.
     pub cut_off: usize,
@@ -225,7 +225,9 @@ fn admit(
     stats.accepted += 1;
     info!("connection from {peer} ({open} open)");
     ex.spawn(async move {
-        let summary = connection::serve(stream, &active.0).await;
+        let shared = &active.0;
+        let summary =
+            connection::serve(stream, &shared.clock, &shared.limits.connection, &shared.shutdown).await;
         info!("closed {peer} after {} request(s): {}", summary.requests, summary.closed);
     })
     .detach();
@@ -279,29 +281,73 @@ fn is_out_of_fds(e: &io::Error) -> bool {
     )
 }
 
+/// The address `jam serve` listens on unless told otherwise: the lab's port on every IPv4
+/// address.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DEFAULT_PORT));
+
 /// Settings of `jam serve`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// The address and port to listen on.
     pub listen: SocketAddr,
-    /// `--tz`, else `TZ` (already resolved to a [`Zone`] at start, so a bad name fails early).
+    /// `--tz`, else `TZ` (resolved to a [`Zone`] at start, so a bad name fails early).
     pub zone_flag: Option<String>,
+    /// The `TZ` environment variable.
     pub zone_env: Option<String>,
+    /// The limits on what clients can make the server hold.
     pub limits: Limits,
     /// Executor threads.
     pub threads: usize,
+    /// The most detailed log lines written.
+    pub log: Level,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: DEFAULT_LISTEN,
+            zone_flag: None,
+            zone_env: None,
+            limits: Limits::default(),
+            threads: DEFAULT_THREADS,
+            log: DEFAULT_LOG,
+        }
+    }
+}
+
+/// The log level unless `JAM_LOG` or `--quiet` says otherwise: a line per connection.
+pub const DEFAULT_LOG: Level = Level::Info;
+
+impl Config {
+    /// The defaults, overridden by the `JAM_…` variables and `TZ` that `env` looks up. `jam serve`
+    /// starts from this before its flags; the appliance's init, which has no flags, uses it as it is.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let mut c = Config { zone_env: env("TZ"), ..Config::default() };
+        let limits = &mut c.limits;
+        env_override(env, "JAM_LISTEN", settings::listen_addr, &mut c.listen)?;
+        env_override(env, "JAM_MAX_LINE", settings::line_limit, &mut limits.connection.max_line)?;
+        env_override(env, "JAM_IDLE_TIMEOUT", settings::duration, &mut limits.connection.idle_timeout)?;
+        env_override(env, "JAM_LINE_TIMEOUT", settings::duration, &mut limits.connection.line_timeout)?;
+        env_override(env, "JAM_MAX_CONNECTIONS", settings::count, &mut limits.max_connections)?;
+        env_override(env, "JAM_GRACE", settings::duration, &mut limits.grace)?;
+        env_override(env, "JAM_THREADS", settings::count, &mut c.threads)?;
+        env_override(env, "JAM_LOG", settings::log_level, &mut c.log)?;
+        Ok(c)
+    }
 }
 
 /// `jam serve`: serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
 pub fn run(config: Config) -> Result<(), Error> {
     // First, before any thread starts, so that every thread inherits the blocked signal mask.
     let shutdown = Shutdown::new();
-    sys::stop_on_signal(&shutdown, "jam-signals")?;
+    shutdown.on_signals("jam-signals")?;
     run_until(config, shutdown)
 }
 
 /// Serves until `shutdown` is triggered (by the caller's signal handling), then shuts down
 /// gracefully and returns. `jam init` uses it with its own signals and the power button.
 pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
+    log::set_level(config.log);
     let zone = Zone::resolve(config.zone_flag.as_deref(), config.zone_env.as_deref())?;
     let open_files = sys::raise_open_files_limit();
     let mut limits = config.limits;
@@ -322,17 +368,20 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         };
         Error::new(format!("cannot listen on {}: {e}{hint}", config.listen))
     })?;
-    let local = listener.get_ref().local_addr().map_err(|e| Error::new(e.to_string()))?;
+    let local = listener.get_ref().local_addr().map_err(|e| {
+        Error::new(format!("cannot read the address of the socket bound to {}: {e}", config.listen))
+    })?;
     let threads = config.threads.max(1);
     notice!(
-        "jam {} listening on {local}; time zone {}; up to {} connections (open files {open_files}); \
+        "jam {} listening on {local}; time zone {} (tzdb {}); up to {} connections (open files {open_files}); \
          line limit {} bytes, idle timeout {:?}, line timeout {:?}, grace {:?}; {threads} thread(s)",
         env!("CARGO_PKG_VERSION"),
         zone.name,
+        crate::tzdb::VERSION,
         limits.max_connections,
-        limits.max_line,
-        limits.idle_timeout,
-        limits.line_timeout,
+        limits.connection.max_line,
+        limits.connection.idle_timeout,
+        limits.connection.line_timeout,
         limits.grace,
     );
 

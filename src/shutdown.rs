@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use event_listener::{Event, EventListener};
+use nix::sys::signal::Signal;
 
+use crate::{Error, notice, sys};
+
+/// A stop that is set once and heard by everyone who listens; clones share it.
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown(Arc<Inner>);
 
@@ -18,6 +22,7 @@ struct Inner {
 }
 
 impl Shutdown {
+    /// A shutdown not yet triggered.
     pub fn new() -> Shutdown {
         Shutdown::default()
     }
@@ -31,6 +36,7 @@ impl Shutdown {
         first
     }
 
+    /// Whether the shutdown has started.
     pub fn is_triggered(&self) -> bool {
         self.0.triggered.load(Ordering::SeqCst)
     }
@@ -43,10 +49,57 @@ impl Shutdown {
         (!self.is_triggered()).then_some(listener)
     }
 
+    /// Blocks SIGTERM and SIGINT and starts a thread, named `thread_name`, that triggers this
+    /// shutdown when one arrives (and logs it, before the trigger, so that the line comes before
+    /// what the stop sets off). Must be called before any other thread starts (see
+    /// [`sys::block_signals`]).
+    pub fn on_signals(&self, thread_name: &str) -> Result<(), Error> {
+        let signals = sys::block_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
+        let stop = self.clone();
+        std::thread::Builder::new()
+            .name(thread_name.into())
+            .spawn(move || {
+                while let Some(signal) = sys::wait_for_signal(&signals) {
+                    if stop.is_triggered() {
+                        notice!("received {signal} again: already stopping");
+                    } else {
+                        notice!("received {signal}: stopping");
+                    }
+                    stop.trigger();
+                }
+            })
+            .map_err(|e| Error::new(format!("cannot start the signal thread: {e}")))?;
+        Ok(())
+    }
+
     /// Completes once the shutdown has started.
     pub async fn wait(&self) {
         if let Some(listener) = self.listen() {
             listener.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_after_listening_is_heard() {
+        let s = Shutdown::new();
+        let listener = s.listen().expect("not yet triggered");
+        assert!(s.trigger());
+        // The listener taken before the trigger completes.
+        smol::block_on(listener);
+        assert!(!s.trigger(), "only the first trigger starts the shutdown");
+    }
+
+    #[test]
+    fn listening_after_the_trigger_says_so_instead_of_waiting() {
+        let s = Shutdown::new();
+        s.clone().trigger();
+        // A listener made now would never be notified: listen() must see the flag.
+        assert!(s.listen().is_none());
+        smol::block_on(s.wait());
     }
 }

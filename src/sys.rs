@@ -1,4 +1,12 @@
-//! The Unix calls jam makes, through nix, kept in one place.
+//! The Unix calls jam makes, through nix, kept in one place: a leaf that knows nothing of jam's
+//! policy (which signals stop what is [`crate::shutdown`]'s business).
+//!
+//! # Unsafe
+//! jam's only `unsafe` code is here, and only for ioctls that nix can declare but not call
+//! safely: TUNSETIFF (`jam wire`'s TAP devices), the interface ioctls SIOCSIFADDR,
+//! SIOCSIFNETMASK, SIOCGIFFLAGS and SIOCSIFFLAGS, and SIOCADDRT (`jam init`, which has no `ip`
+//! command). Each block passes a request built on the stack that outlives the call, and says why
+//! that is sound beside it. The rest of the crate denies `unsafe_code`; `main.rs` forbids it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +18,6 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, socket};
 
 use crate::Error;
-use crate::shutdown::Shutdown;
 
 /// Blocks `signals` in the calling thread and returns them as a set, for [`wait_for_signal`].
 ///
@@ -30,28 +37,6 @@ pub fn block_signals(signals: &[Signal]) -> Result<SigSet, Error> {
 /// Waits until a signal of `set` arrives (the set must be blocked).
 pub fn wait_for_signal(set: &SigSet) -> Option<Signal> {
     set.wait().ok()
-}
-
-/// Blocks SIGTERM and SIGINT and starts a thread that triggers `stop` when one arrives.
-/// Must be called before any other thread starts (see [`block_signals`]).
-pub fn stop_on_signal(stop: &Shutdown, thread_name: &str) -> Result<(), Error> {
-    let signals = block_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
-    let stop = stop.clone();
-    std::thread::Builder::new()
-        .name(thread_name.into())
-        .spawn(move || {
-            while let Some(signal) = wait_for_signal(&signals) {
-                // Said before the trigger, so that it comes before what the stop sets off.
-                if stop.is_triggered() {
-                    crate::notice!("received {signal} again: already stopping");
-                } else {
-                    crate::notice!("received {signal}: stopping");
-                }
-                stop.trigger();
-            }
-        })
-        .map_err(|e| Error::new(format!("cannot start the signal thread: {e}")))?;
-    Ok(())
 }
 
 /// Raises this process's soft limit on open files to the hard limit and returns the new soft
@@ -91,22 +76,13 @@ pub fn connect_from(source: SocketAddr, target: SocketAddr) -> io::Result<std::n
 
 /// Opens a TAP interface named `name` (an Ethernet device whose frames this process reads and
 /// writes), for `jam wire`. The interface exists for as long as the returned file is open.
-//
-// The one `unsafe` in jam: the TUNSETIFF ioctl, which nix can only declare, not call safely.
 #[allow(unsafe_code)]
 pub fn open_tap(name: &str) -> io::Result<std::fs::File> {
     use nix::libc;
     nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, libc::ifreq);
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
-    }
-    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
-    let mut ifr_name = [0 as libc::c_char; libc::IFNAMSIZ];
-    for (dst, src) in ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
     let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-    let mut request = libc::ifreq { ifr_name, ifr_ifru: libc::__c_anonymous_ifr_ifru { ifru_flags: flags } };
+    let mut request = ifreq(name, libc::__c_anonymous_ifr_ifru { ifru_flags: flags })?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
     // SAFETY: `request` is a valid, initialised ifreq that lives across the call; TUNSETIFF
     // reads it and writes the interface's name back into it, and keeps no pointer to it.
     unsafe { tunsetiff(file.as_raw_fd(), &mut request) }?;
@@ -123,6 +99,7 @@ fn sockaddr_v4(ip: std::net::Ipv4Addr) -> nix::libc::sockaddr {
     libc::sockaddr { sa_family: libc::AF_INET as libc::sa_family_t, sa_data }
 }
 
+/// An interface request for `name`, checked to fit the kernel's name field.
 fn ifreq(name: &str, ifru: nix::libc::__c_anonymous_ifr_ifru) -> io::Result<nix::libc::ifreq> {
     use nix::libc;
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {

@@ -34,6 +34,7 @@ const MAX_FRAME: usize = 2048;
 /// What is done to the frames one machine sends.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Impairment {
+    /// Added to every frame's departure.
     pub delay: Duration,
     /// Each frame's delay varies uniformly by up to this much either way.
     pub jitter: Duration,
@@ -122,6 +123,7 @@ pub fn parse_impairments(text: &str) -> Result<HashMap<String, Impairment>, Stri
 pub struct WireArgs {
     /// TAP interfaces to create, one per machine.
     pub ports: Vec<String>,
+    /// The file of impairments, read at start and on SIGHUP.
     pub impairments: Option<PathBuf>,
 }
 
@@ -160,28 +162,31 @@ pub fn run(args: &WireArgs) -> Result<(), Error> {
         thread::Builder::new()
             .name(format!("wire-in-{}", ports[index].name))
             .spawn(move || receive(&p, index, &m, &tx))
-            .map_err(|e| Error::new(e.to_string()))?;
+            .map_err(|e| Error::new(format!("cannot start the switch thread: {e}")))?;
         let p = ports.clone();
         thread::Builder::new()
             .name(format!("wire-out-{}", ports[index].name))
             .spawn(move || deliver(&p, index, &rx))
-            .map_err(|e| Error::new(e.to_string()))?;
+            .map_err(|e| Error::new(format!("cannot start the switch thread: {e}")))?;
     }
-    println!("jam wire: ports {} ready", args.ports.join(", "));
-    let _ = std::io::stdout().flush();
+    // Status lines only: the lab's network stays up even if nobody reads them any more (a closed
+    // stdout), so a failed write is not a reason to stop switching.
+    let status = |line: String| {
+        let _ = crate::print(&line);
+    };
+    status(format!("jam wire: ports {} ready\n", args.ports.join(", ")));
     loop {
         match signals.wait() {
             Ok(Signal::SIGHUP) => match load(&ports, args) {
-                Ok(()) => println!("jam wire: impairments reloaded"),
+                Ok(()) => status("jam wire: impairments reloaded\n".into()),
                 Err(e) => eprintln!("jam: {e}; keeping the previous impairments"),
             },
             Ok(signal) => {
-                println!("jam wire: received {signal}: stopping");
+                status(format!("jam wire: received {signal}: stopping\n"));
                 return Ok(());
             }
             Err(e) => return Err(Error::new(format!("waiting for signals: {e}"))),
         }
-        let _ = std::io::stdout().flush();
     }
 }
 

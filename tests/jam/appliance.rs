@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Client, HANG, Reaped, have, require};
+use crate::support::{Client, HANG, Reaped, have, require, wait_exit};
 
 struct Vm {
     qemu: Reaped,
@@ -24,6 +24,9 @@ struct Vm {
 
 impl Vm {
     fn boot(dir: &Path, name: &str, extra: &[&str]) -> Vm {
+        // QEMU binds the forwarded port itself (hostfwd takes a number, not a socket), so a port
+        // free a moment ago is all that can be given; another process may take it in between,
+        // which shows as QEMU failing to start, not as a wrong result.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let base = std::env::temp_dir().join(format!("jam-vm-{}-{name}", std::process::id()));
         let (console, qmp) = (base.with_extension("console"), base.with_extension("qmp"));
@@ -60,17 +63,13 @@ impl Vm {
     fn wait_served(&self, booted: Instant) -> Duration {
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], self.port).into();
         loop {
-            if let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-                stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                drop(stream);
-                // QEMU accepts on the host side before the guest answers: ask for real.
-                let out = Command::new(env!("CARGO_BIN_EXE_jam"))
-                    .args(["probe", &addr.to_string(), "--timeout", "2s"])
-                    .status()
-                    .unwrap();
-                if out.success() {
-                    return booted.elapsed();
-                }
+            // A probe, not a bare connect: QEMU accepts on the host side before the guest answers.
+            let probe = Command::new(env!("CARGO_BIN_EXE_jam"))
+                .args(["probe", &addr.to_string(), "--timeout", "2s"])
+                .status()
+                .unwrap();
+            if probe.success() {
+                return booted.elapsed();
             }
             assert!(booted.elapsed() < HANG * 3, "the appliance never answered:\n{}", self.console());
             thread::sleep(Duration::from_millis(100));
@@ -101,14 +100,8 @@ impl Vm {
 
     /// Waits for QEMU to exit and returns its exit code.
     fn exit_code(&mut self) -> i32 {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.qemu.0.try_wait().unwrap() {
-                return status.code().expect("QEMU exited by itself");
-            }
-            assert!(start.elapsed() < HANG, "QEMU did not exit:\n{}", self.console());
-            thread::sleep(Duration::from_millis(50));
-        }
+        let status = wait_exit(&mut self.qemu.0, "QEMU");
+        status.code().unwrap_or_else(|| panic!("QEMU was killed:\n{}", self.console()))
     }
 }
 

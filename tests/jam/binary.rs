@@ -6,13 +6,14 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    Client, HANG, Reaped, assert_time, have, lines_of, require, time_once_a_place_is_free, wait_for_line,
+    Client, HANG, Reaped, RefusingPort, assert_time, have, lines_of, lines_until, listening_address, require,
+    time_once_a_place_is_free, wait_exit, wait_for_line,
 };
 
 const JAM: &str = env!("CARGO_BIN_EXE_jam");
@@ -39,8 +40,7 @@ fn serve(args: &[&str]) -> Served {
     let log = lines_of(child.stderr.take().unwrap());
     let child = Reaped(child);
     let line = wait_for_line(&log, "listening on ");
-    let addr = line.split("listening on ").nth(1).unwrap().split(';').next().unwrap();
-    Served { child, addr: addr.parse().unwrap(), started: line.clone(), log }
+    Served { child, addr: listening_address(&line), started: line, log }
 }
 
 impl Served {
@@ -50,14 +50,7 @@ impl Served {
 
     /// Waits for the server to exit and returns its exit code.
     fn exit_code(&mut self) -> i32 {
-        let deadline = Instant::now() + HANG;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                return status.code().expect("exited, not killed");
-            }
-            assert!(Instant::now() < deadline, "jam serve did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child.0, "jam serve").code().expect("exited, not killed")
     }
 }
 
@@ -156,12 +149,12 @@ fn query_prints_each_reply_and_exits_0() {
 
 #[test]
 fn query_failures_are_one_line_and_exit_1() {
-    // Refused: a port that was just free.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = jam(&["query", &format!("127.0.0.1:{port}")]);
+    // Refused.
+    let refusing = RefusingPort::new();
+    let out = jam(&["query", &refusing.addr.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.starts_with(&format!("jam: cannot connect to 127.0.0.1:{port}:")), "{err}");
+    assert!(err.starts_with(&format!("jam: cannot connect to {}:", refusing.addr)), "{err}");
     assert_eq!(err.lines().count(), 1);
 
     // Silent: a listener that accepts (in the backlog) but never answers.
@@ -204,8 +197,8 @@ fn probe_exits_0_when_healthy_and_1_when_not_silently() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).starts_with("jam: unhealthy: "));
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    assert_eq!(jam(&["probe", &format!("127.0.0.1:{port}")]).status.code(), Some(1));
+    let refusing = RefusingPort::new();
+    assert_eq!(jam(&["probe", &refusing.addr.to_string()]).status.code(), Some(1));
 }
 
 #[test]
@@ -427,8 +420,7 @@ fn the_aarch64_build_serves_and_queries_under_qemu() {
     let mut child = qemu(&["serve", "--listen", "127.0.0.1:0"]).stderr(Stdio::piped()).spawn().unwrap();
     let log = lines_of(child.stderr.take().unwrap());
     let child = Reaped(child);
-    let line = wait_for_line(&log, "listening on ");
-    let addr = line.split("listening on ").nth(1).unwrap().split(';').next().unwrap().to_string();
+    let addr = listening_address(&wait_for_line(&log, "listening on ")).to_string();
     // The x86_64 client against the aarch64 server, and the aarch64 client and probe too.
     let out = jam(&["query", &addr]);
     assert_eq!(out.status.code(), Some(0));
@@ -440,30 +432,33 @@ fn the_aarch64_build_serves_and_queries_under_qemu() {
     // SIGTERM reaches the emulated process and it stops cleanly.
     kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).unwrap();
     let mut child = child;
-    let deadline = Instant::now() + HANG;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the aarch64 server did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(wait_exit(&mut child.0, "the aarch64 server").code(), Some(0));
 }
 
 #[test]
 fn the_scripts_print_usage_and_reject_unknown_commands() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for script in ["deploy/lab", "deploy/netns/lab", "deploy/appliance/boot"] {
+    for script in ["deploy/lab", "deploy/netns/lab", "deploy/appliance/boot", "deploy/pcap-table"] {
         let help = Command::new(root.join(script)).arg("--help").output().unwrap();
         assert_eq!(help.status.code(), Some(0), "{script} --help");
-        assert!(text(&help.stdout).contains(&format!("Usage: {script}")), "{script}: {}", text(&help.stdout));
+        let shown = text(&help.stdout);
+        assert!(shown.contains(&format!("Usage: {script}")), "{script}: {shown}");
+        // The comment block only, not the code after it.
+        assert!(!shown.contains("set -euo pipefail"), "{script} --help shows its code: {shown}");
         let bad = Command::new(root.join(script)).arg("--bogus").output().unwrap();
         assert_eq!(bad.status.code(), Some(2), "{script} --bogus");
     }
-    for script in
-        ["deploy/image", "deploy/appliance/build", "deploy/appliance/boot-time", "bench/compare", "bench/ab"]
-    {
+    for script in [
+        "deploy/image",
+        "deploy/pcap-table",
+        "deploy/appliance/build",
+        "deploy/appliance/boot-time",
+        "deploy/kubernetes/check",
+        "bench/compare",
+        "bench/ab",
+        "bench/startup",
+        "tests/update-readme-help",
+    ] {
         let help = Command::new(root.join(script)).arg("--help").output().unwrap();
         assert_eq!(help.status.code(), Some(0), "{script} --help");
         let bad = Command::new(root.join(script)).arg("--bogus").output().unwrap();
@@ -488,8 +483,7 @@ fn out_of_file_descriptors_the_server_backs_off_and_keeps_serving() {
     let _child = Reaped(child);
     let line = wait_for_line(&log, "listening on ");
     assert!(line.contains("up to 32 connections (open files 64)"), "{line}");
-    let addr: std::net::SocketAddr =
-        line.split("listening on ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    let addr = listening_address(&line);
     let mut held: Vec<Client> = (0..32).map(|_| Client::connect(addr)).collect();
     for c in &mut held {
         c.time();
@@ -497,13 +491,15 @@ fn out_of_file_descriptors_the_server_backs_off_and_keeps_serving() {
     let turned_away: Vec<std::net::TcpStream> =
         (0..120).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, HANG).ok()).collect();
     wait_for_line(&log, "cannot accept: ");
-    // Logged once, not spun on; and the open connections are still served.
+    // The open connections are still served.
     for c in &mut held {
         c.time();
     }
     drop(turned_away);
     held.truncate(16);
-    wait_for_line(&log, "accepting connections again");
+    // Logged once, not spun on: no second line before it recovers.
+    let until_recovered = lines_until(&log, "accepting connections again");
+    assert!(!until_recovered.iter().any(|l| l.contains("cannot accept")), "{until_recovered:#?}");
     time_once_a_place_is_free(addr);
 }
 
@@ -522,4 +518,31 @@ fn quiet_keeps_the_start_and_the_stop_but_not_each_connection() {
     }
     assert!(rest.last().unwrap().contains("NOTE  stopped: served 1 connection(s)"), "{rest:?}");
     assert!(!rest.iter().any(|l| l.contains("connection from")), "{rest:?}");
+}
+
+#[test]
+fn a_closed_stdout_is_a_normal_end() {
+    let s = serve(&[]);
+    let addr = s.addr.to_string();
+    // `jam query -n 0 | head -1`, and commands that print once: the reader goes away first.
+    for args in [
+        &["query", &addr, "-n", "0", "-i", "0"][..],
+        &["query", &addr, "-n", "5", "-i", "100ms"],
+        &["lab", "--port", "0", "--interval", "0"],
+    ] {
+        let mut child = Command::new(JAM)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let status = wait_exit(&mut child, "jam with its stdout closed");
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!((status.code(), err.as_str()), (Some(0), ""), "jam {args:?}");
+    }
 }

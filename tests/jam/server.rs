@@ -5,12 +5,17 @@ use std::io::{ErrorKind, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use jam::server::Limits;
+use jam::server::{ConnectionLimits, Limits};
 
-use crate::support::{Client, HANG, TestServer, assert_time, io_kind, time_once_a_place_is_free};
+use crate::support::{Client, HANG, TestServer, assert_time, io_kind, require, time_once_a_place_is_free};
 
 fn limits() -> Limits {
     Limits::default()
+}
+
+/// The default limits but for each connection's, which are `connection`.
+fn per_connection(connection: ConnectionLimits) -> Limits {
+    Limits { connection, ..limits() }
 }
 
 #[test]
@@ -89,7 +94,7 @@ fn bad_requests_get_an_error_line_and_the_connection_stays_usable() {
 
 #[test]
 fn an_overlong_line_gets_an_error_and_an_orderly_close() {
-    let server = TestServer::start(Limits { max_line: 64, ..limits() });
+    let server = TestServer::start(per_connection(ConnectionLimits { max_line: 64, ..Default::default() }));
     let mut c = server.connect();
     c.time();
     c.send(&[b'A'; 5000]);
@@ -101,7 +106,7 @@ fn an_overlong_line_gets_an_error_and_an_orderly_close() {
 
 #[test]
 fn a_line_at_the_limit_is_accepted() {
-    let server = TestServer::start(Limits { max_line: 64, ..limits() });
+    let server = TestServer::start(per_connection(ConnectionLimits { max_line: 64, ..Default::default() }));
     let mut c = server.connect();
     let mut line = b"TIME".to_vec();
     line.resize(62, b'x');
@@ -112,17 +117,24 @@ fn a_line_at_the_limit_is_accepted() {
 
 #[test]
 fn an_idle_connection_is_told_and_closed() {
-    let server = TestServer::start(Limits { idle_timeout: Duration::from_millis(300), ..limits() });
+    let idle = Duration::from_millis(300);
+    let server =
+        TestServer::start(per_connection(ConnectionLimits { idle_timeout: idle, ..Default::default() }));
     let mut c = server.connect();
     c.time();
+    let last_request = Instant::now();
     assert_eq!(c.line(), "ERROR idle timeout\r\n");
+    assert!(last_request.elapsed() >= idle, "closed {:?} after the last request", last_request.elapsed());
     assert_eq!(c.rest(), "");
 }
 
 #[test]
 fn activity_keeps_a_connection_open_past_the_idle_timeout() {
     // Generous margins: a loaded CI machine may stall the client for a few hundred ms.
-    let server = TestServer::start(Limits { idle_timeout: Duration::from_millis(1500), ..limits() });
+    let server = TestServer::start(per_connection(ConnectionLimits {
+        idle_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    }));
     let mut c = server.connect();
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(4500) {
@@ -133,11 +145,11 @@ fn activity_keeps_a_connection_open_past_the_idle_timeout() {
 
 #[test]
 fn a_line_not_finished_in_time_is_closed_even_while_bytes_trickle_in() {
-    let server = TestServer::start(Limits {
+    let server = TestServer::start(per_connection(ConnectionLimits {
         line_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(60),
-        ..limits()
-    });
+        ..Default::default()
+    }));
     let mut c = server.connect();
     c.time();
     // A slow-loris client: a byte every 100 ms never finishes its line.
@@ -233,7 +245,10 @@ fn a_client_that_never_reads_does_not_slow_the_others() {
 
 #[test]
 fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
-    let server = TestServer::start(Limits { idle_timeout: Duration::from_millis(500), ..limits() });
+    let server = TestServer::start(per_connection(ConnectionLimits {
+        idle_timeout: Duration::from_millis(500),
+        ..Default::default()
+    }));
     let mut hog = server.connect();
     hog.stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
     let burst = b"TIME\r\n".repeat(10_000);
@@ -283,18 +298,19 @@ fn shutdown_is_bounded_by_the_grace_period() {
     let burst = b"TIME\r\n".repeat(10_000);
     while io_kind(hog.stream.write(&burst)).is_none() {}
     let started = Instant::now();
-    let stats = server.stop();
+    // Stopped on a thread, so that a server that never stops fails here instead of hanging.
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || tx.send(server.stop()).unwrap());
+    let stats = rx.recv_timeout(HANG).expect("the server stops within the grace period");
     assert_eq!(stats.cut_off, 1, "the client that never reads cannot finish");
-    assert!(started.elapsed() < HANG);
+    assert!(started.elapsed() >= Duration::from_millis(300), "stopped before the grace period was up");
 }
 
 #[test]
 fn ipv6_loopback_is_served() {
-    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
-        eprintln!("\n*** SKIPPED: no IPv6 loopback here ***\n");
+    if !require("an IPv6 loopback address (::1)", std::net::TcpListener::bind("[::1]:0").is_ok()) {
         return;
-    };
-    drop(probe);
+    }
     let server = TestServer::start_on("[::1]:0".parse().unwrap(), limits());
     server.connect().time();
 }

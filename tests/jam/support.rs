@@ -184,14 +184,62 @@ pub fn lines_of(stream: impl Read + Send + 'static) -> std::sync::mpsc::Receiver
 
 /// Waits for a line containing `needle`, returning it, or fails after [`HANG`].
 pub fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    lines_until(rx, needle).pop().unwrap()
+}
+
+/// Every line up to and including the first that contains `needle`; fails after [`HANG`].
+pub fn lines_until(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
     let deadline = std::time::Instant::now() + HANG;
+    let mut lines = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line containing {needle:?}: {e}"),
+            Ok(line) => {
+                let found = line.contains(needle);
+                lines.push(line);
+                if found {
+                    return lines;
+                }
+            }
+            Err(e) => panic!("no line containing {needle:?}: {e}; before it: {lines:#?}"),
         }
+    }
+}
+
+/// The address in a server's start line: `... listening on ADDR; ...`.
+pub fn listening_address(line: &str) -> SocketAddr {
+    let addr = line.split("listening on ").nth(1).and_then(|rest| rest.split(';').next());
+    addr.and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// Waits for `child` to exit and returns its status; fails after [`HANG`].
+pub fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + HANG;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} did not exit");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port that refuses connections for as long as this lives: a socket bound to it
+/// that does not listen. Unlike a port that was free a moment ago, nobody else can take it.
+pub struct RefusingPort {
+    _socket: std::os::fd::OwnedFd,
+    /// `127.0.0.1:PORT`.
+    pub addr: SocketAddr,
+}
+
+impl RefusingPort {
+    pub fn new() -> RefusingPort {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, getsockname, socket};
+        use std::os::fd::AsRawFd;
+        let socket = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+        let bound: SockaddrIn = getsockname(socket.as_raw_fd()).unwrap();
+        RefusingPort { _socket: socket, addr: SocketAddr::from(([127, 0, 0, 1], bound.port())) }
     }
 }
 
@@ -323,4 +371,18 @@ pub fn docker(args: &[&str]) -> Command {
     let mut c = Command::new("docker");
     c.args(args);
     c
+}
+
+/// A namespace lab's `demo` transcript: mesin2 and mesin3 got three JAM replies each, and
+/// mesin1's log shows both connecting from their lab addresses.
+pub fn assert_demo_served_both_clients(demo: &str) {
+    for m in ["mesin2", "mesin3"] {
+        assert_eq!(demo.lines().filter(|l| l.starts_with(&format!("{m} | JAM "))).count(), 3, "{demo}");
+    }
+    for client in ["172.16.16.102", "172.16.16.103"] {
+        assert!(
+            demo.contains(&format!("connection from {client}:")),
+            "{client} not in mesin1's log:\n{demo}"
+        );
+    }
 }

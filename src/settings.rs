@@ -1,0 +1,134 @@
+//! Setting values written as text, the same for a flag and for its `JAM_…` variable.
+//!
+//! A leaf that both [`crate::cli`] (flags) and [`crate::server::Config::from_env`] (the
+//! environment, also on the appliance's kernel command line) use, so a value means the same
+//! wherever it is given, and a bad one is reported in one format: `--flag: why` or
+//! `environment variable NAME: why`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::Error;
+use crate::log::Level;
+use crate::protocol::MIN_MAX_LINE;
+
+/// Replaces `*slot` with the parsed value of the environment variable `name`, if it is set and
+/// not empty.
+pub fn env_override<T>(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+    slot: &mut T,
+) -> Result<(), Error> {
+    if let Some(value) = env(name).filter(|v| !v.is_empty()) {
+        *slot = parse(&value).map_err(|why| Error::usage(format!("environment variable {name}: {why}")))?;
+    }
+    Ok(())
+}
+
+/// `ADDR:PORT`, `[IPv6]:PORT`, or a bare port (on all IPv4 addresses).
+pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse().map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:45000 or [::]:45000"))
+}
+
+/// A port number, 0 (any free port) included.
+pub fn port(s: &str) -> Result<u16, String> {
+    s.parse().map_err(|_| format!("{s:?} is not a port number"))
+}
+
+/// A whole number, 0 included.
+pub fn whole(s: &str) -> Result<u64, String> {
+    s.parse::<u64>().map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+/// A whole number of at least 1.
+pub fn count(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{s:?} is not a whole number of at least 1"))
+}
+
+/// A line limit: a count that still admits `TIME` + CR LF.
+pub fn line_limit(s: &str) -> Result<usize, String> {
+    let n = count(s)?;
+    if n < MIN_MAX_LINE {
+        return Err(format!("{n} is too small: TIME plus CR LF needs {MIN_MAX_LINE} bytes"));
+    }
+    Ok(n)
+}
+
+/// A span of time greater than zero: seconds (`30`) or a span such as `500ms`, `30s`, `5m`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let d = duration_or_zero(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// A span of time, zero included.
+pub fn duration_or_zero(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a span of time such as 30, 500ms, 30s or 5m");
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let span: jiff::SignedDuration = s.parse().map_err(|_| bad())?;
+    Duration::try_from(span).map_err(|_| bad())
+}
+
+/// A duration as a person writes it, and as [`duration`] reads it back: `5s`, `250ms`.
+pub fn show(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A log level: `JAM_LOG`'s values.
+pub fn log_level(s: &str) -> Result<Level, String> {
+    Level::parse(s).ok_or_else(|| format!("{s:?}: expected error, warn, notice, info, debug or off"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_seconds_or_spans() {
+        assert_eq!(duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
+        for bad in ["0", "-5s", "soon", ""] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(duration_or_zero("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn shown_durations_read_back() {
+        for d in [Duration::from_secs(5), Duration::from_millis(250), Duration::from_secs(300)] {
+            assert_eq!(duration(&show(d)), Ok(d));
+        }
+    }
+
+    #[test]
+    fn every_variable_error_has_one_format() {
+        let env = |_: &str| Some("later".to_string());
+        let mut d = Duration::ZERO;
+        let e = env_override(&env, "JAM_GRACE", duration, &mut d).unwrap_err();
+        assert!(e.to_string().starts_with("environment variable JAM_GRACE: \"later\""), "{e}");
+        let mut level = Level::Info;
+        let e = env_override(&env, "JAM_LOG", log_level, &mut level).unwrap_err();
+        assert!(e.to_string().starts_with("environment variable JAM_LOG: \"later\""), "{e}");
+        assert!(e.is_usage());
+        // Unset or empty: the slot keeps its value.
+        env_override(&|_: &str| Some(String::new()), "JAM_LOG", log_level, &mut level).unwrap();
+        assert_eq!(level, Level::Info);
+    }
+}
