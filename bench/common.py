@@ -1,8 +1,11 @@
-"""What the bench/ scripts share: where the build they measure is, a free loopback port, and
-waiting for a server they started to listen. Imported by bench/compare, bench/ab and
-bench/startup (Python puts a script's own folder on its import path)."""
+"""What the bench/ scripts share: where the build they measure is, starting jam on a port it
+picks and reading the address it prints, and a port for the servers that need one given.
+Imported by bench/compare, bench/ab and bench/startup (Python puts a script's own folder on its
+import path)."""
 import socket
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +20,33 @@ def die(msg):
     sys.exit(f"bench/{Path(sys.argv[0]).name}: {msg}")
 
 
+def start_jam(binary, *args, env=None):
+    """Starts `binary serve --listen HOST:0 ARGS...` and returns (process, port), the port read
+    from the address jam prints when it listens: no port is guessed, so none can be taken by
+    someone else in between. Its later log lines are read and dropped."""
+    proc = spawn_jam(binary, *args, env=env)
+    return proc, listening_port(proc)
+
+
+def spawn_jam(binary, *args, env=None):
+    """Starts `binary serve --listen HOST:0 ARGS...` with its log on a pipe, for listening_port."""
+    return subprocess.Popen([str(binary), "serve", "--listen", f"{HOST}:0", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def listening_port(proc):
+    """The port in the start line of a jam started by spawn_jam; its later lines are dropped."""
+    for line in proc.stderr:
+        if "listening on " in line:
+            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+            return int(line.split("listening on ", 1)[1].split(";", 1)[0].rsplit(":", 1)[1])
+    proc.wait()
+    die(f"jam serve exited at start (code {proc.returncode})")
+
+
 def free_port():
+    """A port for servers that must be given a number (redis, the lab's Python server): free when
+    asked, so another process could take it before they bind; they then fail to start, loudly."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
