@@ -10,6 +10,7 @@ use lexopt::prelude::*;
 
 use crate::Error;
 use crate::bench::{BenchArgs, Mode};
+use crate::check::CheckArgs;
 use crate::client::{ProbeArgs, QueryArgs, Target};
 use crate::lab::LabArgs;
 use crate::log::Level;
@@ -26,6 +27,8 @@ pub enum Command {
     Query(QueryArgs),
     /// `jam probe`.
     Probe(ProbeArgs),
+    /// `jam check`.
+    Check(CheckArgs),
     /// `jam lab`.
     Lab(LabArgs),
     /// `jam wire`.
@@ -54,6 +57,7 @@ Commands:
   serve   run the time server: TIME + CR LF gets JAM hh:mm:ss + CR LF
   query   ask a server for the time, like printf 'TIME\\r\\n' | nc HOST 45000
   probe   health check for containers: exit 0 if a server answers, 1 if not
+  check   grade any time server against the lab sheet: a report card, PASS/FAIL per check
   lab     the three-machine lab on 127.16.16.x: no root, no Docker
   bench   load generator: requests/s, latency, CPU per request; checks every reply
   init    PID 1 of the appliance VM (run as /init, it starts by itself)
@@ -166,6 +170,45 @@ Options:
     )
 }
 
+fn check_help() -> String {
+    let d = CheckArgs::default();
+    format!(
+        "jam check: grade a time server, jam or any other, against the lab sheet
+
+Usage: jam check [OPTIONS] [HOST[:PORT]]
+
+Runs a series of checks against the server and prints a report card: PASS, FAIL or WARN per
+check, and for anything but a pass what was sent and the exact bytes that came back. Required
+checks are what the sheet asks (1.a to 1.d): connections, TIME answered with exactly
+JAM hh:mm:ss CR LF at the current time, several requests per connection, QUIT, concurrent
+clients. Recommended checks are what TCP asks where the sheet is silent: split and joined
+requests, half-close, unknown and bare-LF lines, an over-long line, a client that never reads,
+many idle connections. Exits 0 when every required check is met, 1 when one is not.
+
+Arguments:
+  [HOST[:PORT]]           server to grade [default: {target}]
+
+Options:
+      --tz ZONE           the zone the replies should be in: an IANA name or a POSIX rule
+                          [default: {zone}]
+  -t, --timeout DUR       how long each step waits: a connection, a reply, a close
+                          [default: {timeout}]
+      --tolerance DUR     how far the server's time may be from this machine's [default: {tolerance}]
+  -c, --clients N         clients connected at once in the concurrency check [default: {clients}]
+      --json              print one JSON object instead of the report card
+  -h, --help              print this help
+
+At most {idle} connections at once and 1 MiB sent per check: gentle enough for a student's server.
+",
+        target = d.target,
+        zone = d.zone,
+        timeout = show(d.timeout),
+        tolerance = show(d.tolerance),
+        clients = d.clients,
+        idle = crate::check::IDLE_CONNECTIONS + 1,
+    )
+}
+
 fn lab_help() -> String {
     let d = LabArgs::default();
     format!(
@@ -268,7 +311,7 @@ where
     let command = match parser.next().map_err(usage)? {
         None => {
             return Err(Error::usage(
-                "a command is needed: serve, query, probe, lab, wire or bench (see jam --help)",
+                "a command is needed: serve, query, probe, check, lab, wire or bench (see jam --help)",
             ));
         }
         Some(Short('h') | Long("help")) => return Ok(Command::Help(main_help())),
@@ -280,6 +323,7 @@ where
         "serve" => parse_serve(&mut parser, env),
         "query" => parse_query(&mut parser),
         "probe" => parse_probe(&mut parser),
+        "check" => parse_check(&mut parser),
         "lab" => parse_lab(&mut parser, env),
         "wire" => parse_wire(&mut parser),
         "bench" => parse_bench(&mut parser),
@@ -290,7 +334,7 @@ where
         },
         "help" => Ok(Command::Help(main_help())),
         other => Err(Error::usage(format!(
-            "unknown command {other:?}: expected serve, query, probe, lab, wire or bench (see jam --help)"
+            "unknown command {other:?}: expected serve, query, probe, check, lab, wire or bench (see jam --help)"
         ))),
     }
 }
@@ -384,6 +428,25 @@ fn parse_probe(p: &mut lexopt::Parser) -> Result<Command, Error> {
     }
     args.target = server.unwrap_or_default();
     Ok(Command::Probe(args))
+}
+
+fn parse_check(p: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = CheckArgs::default();
+    let mut server = None;
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Long("tz") => args.zone = text(p)?,
+            Short('t') | Long("timeout") => args.timeout = value(p, "--timeout", settings::duration)?,
+            Long("tolerance") => args.tolerance = value(p, "--tolerance", settings::duration_or_zero)?,
+            Short('c') | Long("clients") => args.clients = value(p, "--clients", settings::count)?,
+            Long("json") => args.json = true,
+            Short('h') | Long("help") => return Ok(Command::Help(check_help())),
+            Value(v) => target(&mut server, v)?,
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.target = server.unwrap_or_default();
+    Ok(Command::Check(args))
 }
 
 fn parse_lab(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error> {
@@ -615,6 +678,7 @@ mod tests {
             ("serve", serve_help()),
             ("query", query_help()),
             ("probe", probe_help()),
+            ("check", check_help()),
             ("lab", lab_help()),
             ("bench", bench_help()),
         ];

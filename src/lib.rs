@@ -20,6 +20,7 @@
 //!
 //! The tools:
 //! - [`client`]: `jam query` and `jam probe`.
+//! - [`check`]: `jam check`, which grades any time server against the lab sheet.
 //! - [`bench`](mod@bench): `jam bench`, the load generator that checks every reply.
 //! - [`lab`]: `jam lab`, the three-machine experiment on 127.16.16.x in one process.
 //!
@@ -41,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -196,6 +196,30 @@ pub fn parse_time_reply(line: &[u8]) -> Option<WallTime> {
     (t.hour < 24 && t.minute < 60 && t.second <= 60).then_some(t)
 }
 
+/// `bytes` as text with the protocol's control characters made visible, as a C or Rust string
+/// literal shows them: `JAM 16:37:26\r\n`, `\t`, `\\`, `\"`, and `\xHH` for any other byte
+/// that is not printable ASCII. For showing a person exactly what went over the wire.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\r' => s.push_str("\\r"),
+            b'\n' => s.push_str("\\n"),
+            b'\t' => s.push_str("\\t"),
+            b'\\' => s.push_str("\\\\"),
+            b'"' => s.push_str("\\\""),
+            0x20..=0x7e => s.push(b as char),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                s.push_str("\\x");
+                s.push(HEX[usize::from(b >> 4)] as char);
+                s.push(HEX[usize::from(b & 15)] as char);
+            }
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +399,11 @@ mod tests {
             let every: Vec<usize> = (1..stream.len()).collect();
             prop_assert_eq!(in_pieces(&stream, &every, max_line), whole);
         }
+    }
+
+    #[test]
+    fn escape_shows_control_characters() {
+        assert_eq!(escape(b"JAM 16:37:26\r\n"), "JAM 16:37:26\\r\\n");
+        assert_eq!(escape(b"a\tb\\\"\x00\xff\x7f"), "a\\tb\\\\\\\"\\x00\\xff\\x7f");
     }
 }
