@@ -103,7 +103,7 @@ pub enum Level {
 }
 
 /// How a check went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
     /// Met.
     Pass,
@@ -456,7 +456,8 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
             other => fail(format!(
                 "a second client, while a first one was connected and idle: {}{}",
                 other.describe(b"TIME\r\n", self.args.timeout),
-                if matches!(other, Heard::Silent(_)) {
+                // A server that answered a lone client and not this one serves one at a time.
+                if matches!(other, Heard::Silent(_)) && self.reference.is_some() {
                     ": the server serves one client at a time"
                 } else {
                     ""
@@ -734,7 +735,7 @@ fn got_suffix(got: &[u8]) -> String {
     match got.len() {
         0 => String::new(),
         n if n >= MAX_KEPT => {
-            format!(", having sent {} KiB or more: \"{}\"", MAX_KEPT / 1024, shown(&got[..SHOWN]))
+            format!(", having sent {} KiB or more: \"{}...\"", MAX_KEPT / 1024, escape(&got[..SHOWN / 4]))
         }
         _ => format!(", having sent \"{}\"", shown(got)),
     }
@@ -917,7 +918,8 @@ impl Peer {
         let burst = request.repeat(8 * 1024 / request.len());
         let mut sent = 0;
         while sent < max {
-            let step = self.stream.write_with(|mut s| s.write(&burst));
+            let chunk = &burst[..burst.len().min(max - sent)];
+            let step = self.stream.write_with(|mut s| s.write(chunk));
             match with_limit(stall, step, || Err(io::ErrorKind::TimedOut.into())).await {
                 Ok(n) => sent += n,
                 Err(_) => break,

@@ -291,16 +291,20 @@ fn has_interpreter(elf: &[u8]) -> bool {
 #[test]
 fn the_readme_shows_the_real_help() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for args in [
-        &["--help"][..],
-        &["serve", "--help"],
-        &["query", "--help"],
-        &["probe", "--help"],
-        &["lab", "--help"],
-        &["wire", "--help"],
-        &["bench", "--help"],
-    ] {
-        let help = text(&jam(args).stdout);
+    // Every command that `jam --help` lists, as tests/update-readme-help writes them.
+    let main = text(&jam(&["--help"]).stdout);
+    let commands: Vec<&str> = main
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert!(commands.contains(&"check") && commands.len() >= 8, "{commands:?}");
+    let all = std::iter::once(vec!["--help"]).chain(commands.iter().map(|c| vec![*c, "--help"]));
+    for args in all {
+        let help = text(&jam(&args).stdout);
         let shown = format!("$ jam {}\n{help}```", args.join(" "));
         assert!(
             readme.contains(&shown),
@@ -458,6 +462,7 @@ fn the_scripts_print_usage_and_reject_unknown_commands() {
         "bench/ab",
         "bench/startup",
         "tests/update-readme-help",
+        "tests/broken-server",
     ] {
         let help = Command::new(root.join(script)).arg("--help").output().unwrap();
         assert_eq!(help.status.code(), Some(0), "{script} --help");

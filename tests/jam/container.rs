@@ -164,6 +164,19 @@ fn the_compose_lab_recreates_the_sheet() {
         assert_eq!(q.join().unwrap().lines().filter(|l| l.starts_with("JAM ")).count(), 5);
     }
 
+    // The grader, from a client machine, as `deploy/lab check` runs it: every check met.
+    let card = ok(&mut lab.compose(&[
+        "exec",
+        "-T",
+        "mesin2",
+        "/jam",
+        "check",
+        "--tz",
+        "Asia/Jakarta",
+        "172.16.16.101",
+    ]));
+    assert!(card.contains("7 of 7 required and 8 of 8 recommended checks met"), "{card}");
+
     check_hardening(&lab, &server);
     capture_shows_the_sheets_exchange();
 

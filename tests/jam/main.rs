@@ -2,6 +2,7 @@
 //!
 //! - `server`: the server in-process over real sockets on 127.0.0.1, exact bytes.
 //! - `binary`: the real `jam` executable as a subprocess: signals, exit codes, nc, the static build.
+//! - `check`: `jam check` against jam, the sheet's server and servers with one known fault each.
 //! - `container`: the FROM scratch image and the compose lab (needs Docker).
 //! - `netns`: the network-namespace lab of deploy/netns (needs root).
 //! - `appliance`: jam as PID 1 of a QEMU virtual machine (needs qemu-system-x86_64).
@@ -12,6 +13,7 @@
 
 mod appliance;
 mod binary;
+mod check;
 mod container;
 mod netns;
 mod orchestrators;
