@@ -16,6 +16,7 @@ use crate::lab::LabArgs;
 use crate::log::Level;
 use crate::server::Config;
 use crate::settings::{self, show};
+use crate::talk::TalkArgs;
 use crate::wire::WireArgs;
 
 /// What to do, fully parsed.
@@ -29,6 +30,8 @@ pub enum Command {
     Probe(ProbeArgs),
     /// `jam check`.
     Check(CheckArgs),
+    /// `jam talk`.
+    Talk(TalkArgs),
     /// `jam lab`.
     Lab(LabArgs),
     /// `jam wire`.
@@ -58,6 +61,7 @@ Commands:
   query   ask a server for the time, like printf 'TIME\\r\\n' | nc HOST 45000
   probe   health check for containers: exit 0 if a server answers, 1 if not
   check   grade any time server against the lab sheet: a report card, PASS/FAIL per check
+  talk    send raw bytes or typed lines to any server and show what comes back, like nc -C
   lab     the three-machine lab on 127.16.16.x: no root, no Docker
   bench   load generator: requests/s, latency, CPU per request; checks every reply
   init    PID 1 of the appliance VM (run as /init, it starts by itself)
@@ -209,6 +213,36 @@ At most {idle} connections at once and 1 MiB sent per check: gentle enough for a
     )
 }
 
+fn talk_help() -> String {
+    let d = TalkArgs::default();
+    format!(
+        "jam talk: raw bytes to a server, and what comes back: nc -C for the lab's machines
+
+Usage: jam talk [OPTIONS] HOST[:PORT]
+
+Interactive: each line typed is sent with CR LF, and replies are printed as they arrive.
+Ctrl-D half-closes the connection and waits for the server to close; Ctrl-C ends at once.
+With --send, the bytes given are sent at once and everything the server sends is printed
+until it closes, or has sent nothing for the timeout. Exits 0 then; 1 if the connection is
+refused or reset.
+
+Arguments:
+  HOST[:PORT]             server to talk to; the port defaults to {port}
+
+Options:
+  -s, --send BYTES        send these bytes, with printf's escapes: \\r \\n \\t \\\\ \\\" \\xHH
+                          (jam talk 172.16.16.101 --send 'TIME\\r\\nQUIT\\r\\n')
+  -b, --show-bytes        print what comes back with CR, LF and other controls made
+                          visible: JAM 16:37:26\\r\\n
+  -t, --timeout DUR       limit on connecting, and on waiting once input has ended
+                          [default: {timeout}]
+  -h, --help              print this help
+",
+        port = crate::protocol::DEFAULT_PORT,
+        timeout = show(d.timeout),
+    )
+}
+
 fn lab_help() -> String {
     let d = LabArgs::default();
     format!(
@@ -311,7 +345,7 @@ where
     let command = match parser.next().map_err(usage)? {
         None => {
             return Err(Error::usage(
-                "a command is needed: serve, query, probe, check, lab, wire or bench (see jam --help)",
+                "a command is needed: serve, query, probe, check, talk, lab, wire or bench (see jam --help)",
             ));
         }
         Some(Short('h') | Long("help")) => return Ok(Command::Help(main_help())),
@@ -324,6 +358,7 @@ where
         "query" => parse_query(&mut parser),
         "probe" => parse_probe(&mut parser),
         "check" => parse_check(&mut parser),
+        "talk" => parse_talk(&mut parser),
         "lab" => parse_lab(&mut parser, env),
         "wire" => parse_wire(&mut parser),
         "bench" => parse_bench(&mut parser),
@@ -334,7 +369,7 @@ where
         },
         "help" => Ok(Command::Help(main_help())),
         other => Err(Error::usage(format!(
-            "unknown command {other:?}: expected serve, query, probe, check, lab, wire or bench (see jam --help)"
+            "unknown command {other:?}: expected serve, query, probe, check, talk, lab, wire or bench (see jam --help)"
         ))),
     }
 }
@@ -447,6 +482,23 @@ fn parse_check(p: &mut lexopt::Parser) -> Result<Command, Error> {
     }
     args.target = server.unwrap_or_default();
     Ok(Command::Check(args))
+}
+
+fn parse_talk(p: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = TalkArgs::default();
+    let mut server = None;
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('s') | Long("send") => args.send = Some(value(p, "--send", crate::protocol::unescape)?),
+            Short('b') | Long("show-bytes") => args.show_bytes = true,
+            Short('t') | Long("timeout") => args.timeout = value(p, "--timeout", settings::duration)?,
+            Short('h') | Long("help") => return Ok(Command::Help(talk_help())),
+            Value(v) => target(&mut server, v)?,
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.target = server.ok_or_else(|| Error::usage("jam talk needs a server: jam talk HOST[:PORT]"))?;
+    Ok(Command::Talk(args))
 }
 
 fn parse_lab(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, Error> {
@@ -679,6 +731,7 @@ mod tests {
             ("query", query_help()),
             ("probe", probe_help()),
             ("check", check_help()),
+            ("talk", talk_help()),
             ("lab", lab_help()),
             ("bench", bench_help()),
         ];

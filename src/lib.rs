@@ -21,6 +21,7 @@
 //! The tools:
 //! - [`client`]: `jam query` and `jam probe`.
 //! - [`check`]: `jam check`, which grades any time server against the lab sheet.
+//! - [`talk`]: `jam talk`, raw bytes to any server and what comes back, like `nc -C`.
 //! - [`bench`](mod@bench): `jam bench`, the load generator that checks every reply.
 //! - [`lab`]: `jam lab`, the three-machine experiment on 127.16.16.x in one process.
 //!
@@ -55,6 +56,7 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 mod sys;
+pub mod talk;
 mod tzdb;
 pub mod wire;
 
@@ -136,8 +138,13 @@ impl std::error::Error for Error {}
 /// to report but the end of the command: [`Error::exit_code`] is then 0 and nothing is printed.
 /// `print!` would panic there instead.
 pub fn print(text: &str) -> Result<(), Error> {
+    print_bytes(text.as_bytes())
+}
+
+/// [`print()`] for bytes that need not be text (what a server sent to `jam talk`).
+pub fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| {
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             Error { message: "standard output closed".into(), kind: Kind::StdoutClosed }
         } else {

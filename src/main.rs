@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use jam::cli::{self, Command};
-use jam::{bench, check, client, init, lab, server, wire};
+use jam::{bench, check, client, init, lab, server, talk, wire};
 
 fn main() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
@@ -31,6 +31,7 @@ fn run(command: Command) -> Result<(), jam::Error> {
         Command::Query(args) => client::query(&args),
         Command::Probe(args) => client::probe(&args),
         Command::Check(args) => check::run(&args),
+        Command::Talk(args) => talk::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Wire(args) => wire::run(&args),
         Command::Init => init::run(),

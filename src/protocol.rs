@@ -220,6 +220,38 @@ pub fn escape(bytes: &[u8]) -> String {
     s
 }
 
+/// The bytes that `text` writes with printf's escapes: `\r`, `\n`, `\t`, `\\`, `\"` and
+/// `\xHH`; every other character stands for itself (as UTF-8). For `jam talk --send`, so that the
+/// sheet's `printf "TIME\r\n"` payloads can be typed the same way.
+pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('r') => out.push(b'\r'),
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('\\') => out.push(b'\\'),
+            Some('"') => out.push(b'"'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                let byte = (hex.len() == 2).then(|| u8::from_str_radix(&hex, 16).ok()).flatten();
+                out.push(byte.ok_or_else(|| format!("\\x{hex} is not two hex digits, as in \\x0d"))?);
+            }
+            Some(other) => {
+                return Err(format!("unknown escape \\{other}: use \\r \\n \\t \\\\ \\\" or \\xHH"));
+            }
+            None => return Err("a lone \\ at the end: write \\\\ for a backslash".into()),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +437,17 @@ mod tests {
     fn escape_shows_control_characters() {
         assert_eq!(escape(b"JAM 16:37:26\r\n"), "JAM 16:37:26\\r\\n");
         assert_eq!(escape(b"a\tb\\\"\x00\xff\x7f"), "a\\tb\\\\\\\"\\x00\\xff\\x7f");
+    }
+
+    #[test]
+    fn unescape_reads_printf_escapes_and_undoes_escape() {
+        assert_eq!(unescape(r"TIME\r\nQUIT\r\n").unwrap(), b"TIME\r\nQUIT\r\n");
+        assert_eq!(unescape("\\x00\\xff\\t\\\\\\\"é").unwrap(), b"\x00\xff\t\\\"\xc3\xa9");
+        for bad in [r"\q", r"\x0", r"\xzz", "\\"] {
+            assert!(unescape(bad).is_err(), "{bad}");
+        }
+        proptest!(|(bytes: Vec<u8>)| {
+            prop_assert_eq!(unescape(&escape(&bytes)).unwrap(), bytes);
+        });
     }
 }

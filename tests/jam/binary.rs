@@ -551,3 +551,60 @@ fn a_closed_stdout_is_a_normal_end() {
         assert_eq!((status.code(), err.as_str()), (Some(0), ""), "jam {args:?}");
     }
 }
+
+#[test]
+fn talk_sends_raw_bytes_and_prints_exactly_what_comes_back() {
+    let s = serve(&[]);
+    let addr = s.addr.to_string();
+    let out = jam(&["talk", &addr, "--send", r"TIME\r\nQUIT\r\n"]);
+    assert_eq!((out.status.code(), text(&out.stderr)), (Some(0), String::new()));
+    let reply = text(&out.stdout);
+    assert_time(&reply);
+    assert_eq!(reply.len(), 14, "one reply, then the server closed: {reply:?}");
+
+    // An unknown request and a bare LF, with the CR LF made visible.
+    let out = jam(&["talk", &addr, "--show-bytes", "--send", r"HELLO\r\nTIME\nQUIT\r\n"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "ERROR unknown request, expected TIME or QUIT\\r\\n\nERROR line must end with CR LF (with nc, use -C)\\r\\n\n"
+    );
+
+    // A server that does not close: what it sent, then a note, exit 0.
+    let out = jam(&["talk", &addr, "--timeout", "300ms", "--send", r"TIME\r\n"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_time(&text(&out.stdout));
+    assert!(text(&out.stderr).contains("did not close within 300ms"), "{}", text(&out.stderr));
+
+    let refusing = RefusingPort::new();
+    let out = jam(&["talk", &refusing.addr.to_string(), "--send", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with(&format!("jam: cannot connect to {}: ", refusing.addr)), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    assert_eq!(jam(&["talk", &addr, "--send", r"\q"]).status.code(), Some(2));
+}
+
+#[test]
+fn talk_typed_into_a_terminal_gets_a_jam_line() {
+    // A real terminal: `script` runs jam talk on a pty, as a student's shell would.
+    if !require("script (util-linux), for a pty", have("script", "--version")) {
+        return;
+    }
+    let s = serve(&[]);
+    let mut child = Command::new("script")
+        .args(["-qfec", &format!("{JAM} talk {}", s.addr), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"TIME\n").unwrap();
+    let screen = lines_of(child.stdout.take().unwrap());
+    let line = wait_for_line(&screen, "JAM ");
+    assert_time(&format!("{}\r\n", line.trim_end_matches('\r')));
+    // Ctrl-D: end of input; jam half-closes, jam serve closes, jam talk exits 0.
+    stdin.write_all(b"\x04").unwrap();
+    assert_eq!(wait_exit(&mut child, "jam talk on a pty").code(), Some(0));
+}

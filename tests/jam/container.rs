@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Client, HANG, Reaped, docker, have, ok, repo, require, run};
+use crate::support::{Client, HANG, Reaped, assert_time, docker, have, ok, repo, require, run};
 
 const IMAGE: &str = "jam:test";
 
@@ -176,6 +176,19 @@ fn the_compose_lab_recreates_the_sheet() {
         "172.16.16.101",
     ]));
     assert!(card.contains("7 of 7 required and 8 of 8 recommended checks met"), "{card}");
+
+    // Raw bytes from a scratch machine, the sheet's 1.c experiment without nc.
+    let talked = ok(&mut lab.compose(&[
+        "exec",
+        "-T",
+        "mesin3",
+        "/jam",
+        "talk",
+        "172.16.16.101",
+        "--send",
+        r"TIME\r\nQUIT\r\n",
+    ]));
+    assert_time(&talked);
 
     check_hardening(&lab, &server);
     capture_shows_the_sheets_exchange();
