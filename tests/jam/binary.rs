@@ -455,6 +455,7 @@ fn the_scripts_print_usage_and_reject_unknown_commands() {
     for script in [
         "deploy/image",
         "deploy/pcap-table",
+        "deploy/pcap-flow",
         "deploy/appliance/build",
         "deploy/appliance/boot-time",
         "deploy/kubernetes/check",

@@ -286,6 +286,7 @@ fn capture_shows_the_sheets_exchange() {
     .unwrap();
     drop(tcpdump);
     let sessions = crate::support::tcp_sessions(&pcap);
+    flow_diagram_of(&pcap, &sessions);
     let _ = std::fs::remove_file(&pcap);
     eprintln!("captured {} session(s) on progjar-network", sessions.len());
     for client in ["172.16.16.102", "172.16.16.103"] {
@@ -295,6 +296,51 @@ fn capture_shows_the_sheets_exchange() {
             s.assert_sheet_sequence();
         }
     }
+}
+
+/// `deploy/lab show FILE --flow --svg OUT` on a capture of the lab: the text names each session's
+/// segments in order, and the SVG is well-formed, has one arrow per segment and renders.
+fn flow_diagram_of(pcap: &Path, sessions: &[crate::support::TcpSession]) {
+    let svg = pcap.with_extension("svg");
+    let text = ok(Command::new(repo().join("deploy/lab"))
+        .args(["show"])
+        .arg(pcap)
+        .args(["--flow", "--svg"])
+        .arg(&svg));
+    let complete = sessions.iter().find(|s| s.complete).expect("a whole session");
+    // That session's block of the text: its arrows, in the order of the capture.
+    let block = text
+        .split("TCP session ")
+        .find(|b| b.contains(&format!("client {}:", complete.client)) && b.contains("first FIN from: the "))
+        .expect("the session in the text");
+    let arrows: Vec<&str> = block.lines().filter(|l| l.contains("|-") || l.contains("|<")).collect();
+    assert_eq!(arrows.len(), complete.packets.len(), "{block}");
+    let expect = ["SYN  seq=0", "SYN, ACK  seq=0 ack=1", "ACK  seq=1 ack=1"];
+    for (arrow, want) in arrows.iter().zip(expect) {
+        assert!(arrow.contains(want), "{arrow:?} should show {want:?}:\n{block}");
+    }
+    assert!(arrows.iter().any(|a| a.contains(r#"len=6  "TIME\r\n""#) && a.contains("-->|")), "{block}");
+    assert!(arrows.iter().any(|a| a.contains("len=14  \"JAM ") && a.contains("|<")), "{block}");
+    assert!(
+        block.contains("three-way handshake: SYN, SYN-ACK, ACK") && block.contains("resets: none"),
+        "{block}"
+    );
+
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    let segments: usize = sessions.iter().map(|s| s.packets.len()).sum();
+    assert_eq!(picture.matches("class=\"segment ").count(), segments, "one arrow per segment");
+    let parsed = run(Command::new("python3")
+        .args(["-c", "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])"])
+        .arg(&svg));
+    assert!(parsed.status.success(), "not well-formed XML: {}", String::from_utf8_lossy(&parsed.stderr));
+    if require("rsvg-convert (Debian's librsvg2-bin)", have("rsvg-convert", "--version")) {
+        let png = svg.with_extension("png");
+        ok(Command::new("rsvg-convert").arg(&svg).arg("-o").arg(&png));
+        let bytes = std::fs::read(&png).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
+        let _ = std::fs::remove_file(&png);
+    }
+    let _ = std::fs::remove_file(&svg);
 }
 
 #[test]
@@ -327,4 +373,42 @@ fn the_arm64_image_is_built_from_the_aarch64_binary() {
     // No untagged leftover of the first build.
     let dangling = ok(&mut docker(&["images", "-q", "--filter", "dangling=true"]));
     assert!(!dangling.contains(&field("{{.Id}}")[7..19]), "{dangling}");
+}
+
+#[test]
+fn the_student_override_puts_a_python_server_on_mesin1_and_keeps_the_lab() {
+    // Only its configuration can be checked here: the Python image cannot be pulled.
+    if !require("docker-compose (v1) to read compose files", have("docker-compose", "version")) {
+        return;
+    }
+    let config = ok(Command::new("docker-compose").current_dir(repo()).args([
+        "-f",
+        "docker-compose.yml",
+        "-f",
+        "docker-compose.student.yml",
+        "config",
+    ]));
+    let service = |name: &str| {
+        let start = config.find(&format!("\n  {name}:\n")).unwrap_or_else(|| panic!("{name}:\n{config}"));
+        let rest = &config[start + 4..];
+        let end = rest.find("\n  mesin").map_or(rest.len(), |e| e);
+        rest[..end].to_string()
+    };
+    let mesin1 = service("mesin1");
+    for want in [
+        "image: jam-student-server",
+        "ipv4_address: 172.16.16.101",
+        "read_only: true",
+        "no-new-privileges:true",
+        "/bench:/lab:ro",
+        "exec python3 -u server_thread.py 45000 0.0.0.0",
+        "PYTHON_IMAGE: python:3.12-slim",
+    ] {
+        assert!(mesin1.contains(want), "mesin1 lacks {want:?}:\n{mesin1}");
+    }
+    assert!(!mesin1.contains("jam:latest"), "{mesin1}");
+    for client in ["mesin2", "mesin3"] {
+        let c = service(client);
+        assert!(c.contains("image: jam:latest") && c.contains("condition: service_healthy"), "{c}");
+    }
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{HANG, assert_demo_served_both_clients, have, require, tcp_sessions};
+use crate::support::{HANG, assert_demo_served_both_clients, have, repo, require, tcp_sessions};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/netns/lab")
@@ -20,7 +20,7 @@ struct NetnsLab {
 }
 
 impl NetnsLab {
-    fn run(&self, args: &[&str]) -> Output {
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(script());
         if let Some(dir) = std::env::var_os("JAM_APPLIANCE_DIR") {
             cmd.env("JAM_APPLIANCE_DIR", dir);
@@ -29,13 +29,24 @@ impl NetnsLab {
             .env("JAM_BIN", &self.jam)
             .env("JAM_NETNS_STATE", &self.state)
             .env("TZ", "Asia/Jakarta")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run deploy/netns/lab")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run deploy/netns/lab")
+    }
+
+    /// `ok`, run from the folder `dir`, as a student runs it from their own.
+    fn ok_in(&self, dir: &std::path::Path, args: &[&str]) -> String {
+        self.check_ok(args, self.command(args).current_dir(dir).output().expect("run deploy/netns/lab"))
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        self.check_ok(args, self.run(args))
+    }
+
+    fn check_ok(&self, args: &[&str], out: Output) -> String {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -173,7 +184,43 @@ fn the_namespace_lab_builds_bends_captures_and_leaves_no_trace() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(lab.run(&["bogus"]).status.code(), Some(2));
 
+    student_server_on_mesin1(&lab, &before);
     appliance_as_mesin1(&lab, &before);
+}
+
+/// The lab with the student's own server on mesin1: the sheet's final server, run from its
+/// folder as a student would, with its dated replies in the demo; then one that fails to start.
+fn student_server_on_mesin1(lab: &NetnsLab, before: &(String, Vec<String>)) {
+    if !require("python3", have("python3", "--version")) {
+        return;
+    }
+    let up = lab.ok_in(&repo().join("bench"), &["up", "--server", "python3 server_thread.py 45000 0.0.0.0"]);
+    let serving = "server: your server (python3 server_thread.py 45000 0.0.0.0) on mesin1 listens";
+    assert!(up.contains(serving), "{up}");
+    let demo = lab.ok(&["demo"]);
+    for m in ["mesin2", "mesin3"] {
+        // The sheet's reply, date and all, three times each.
+        let dated = demo.lines().filter(|l| {
+            l.strip_prefix(&format!("{m} | JAM ")).is_some_and(|r| r.len() == 17 && r.as_bytes()[2] == b' ')
+        });
+        assert_eq!(dated.count(), 3, "{demo}");
+        let ip = if m == "mesin2" { "172.16.16.102" } else { "172.16.16.103" };
+        assert!(demo.contains(&format!("connection from ('{ip}', ")), "{demo}");
+    }
+    // The grader runs against it unchanged, and finds the sheet's faults.
+    let card = lab.run(&["exec", "mesin2", "jam", "check", "172.16.16.101"]);
+    assert_eq!(card.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&card.stdout).contains("FAIL  time-reply"));
+    assert!(lab.ok(&["logs"]).contains("connection from ('172.16.16.102'"));
+    let down = lab.ok(&["down"]);
+    assert!(down.contains("removed: server"), "{down}");
+    assert_eq!(&machine_state(), before, "the student's server lab left something behind");
+
+    let failed = lab.run(&["up", "--server", "python3 -c 'print(\"cannot bind\"); raise SystemExit(3)'"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("cannot bind") && err.contains("your server exited before it listened"), "{err}");
+    assert_eq!(&machine_state(), before, "a failed up left something behind");
 }
 
 /// The lab with mesin1 as the appliance VM, bridged onto the lab's network in its namespace:
