@@ -726,18 +726,22 @@ mod tests {
 
     #[test]
     fn every_default_in_the_help_is_the_codes_default() {
-        let helps = [
-            ("serve", serve_help()),
-            ("query", query_help()),
-            ("probe", probe_help()),
-            ("check", check_help()),
-            ("talk", talk_help()),
-            ("lab", lab_help()),
-            ("bench", bench_help()),
+        // Each command with the arguments it cannot do without.
+        let helps: [(&[&str], String); 7] = [
+            (&["serve"], serve_help()),
+            (&["query"], query_help()),
+            (&["probe"], probe_help()),
+            (&["check"], check_help()),
+            (&["talk", "mesin1"], talk_help()),
+            (&["lab"], lab_help()),
+            (&["bench"], bench_help()),
         ];
         let mut checked = 0;
-        for (command, help) in helps {
-            let plain = parse_with(&[command], &[]).unwrap();
+        for (base, help) in helps {
+            let with = |extra: &[&str], env: &[(&str, &str)]| {
+                parse_with(&[base, extra].concat(), env).unwrap_or_else(|e| panic!("{base:?} {extra:?}: {e}"))
+            };
+            let plain = with(&[], &[]);
             for stated in stated_defaults(&help) {
                 if DESCRIBED.contains(&stated.value.as_str()) {
                     continue;
@@ -746,21 +750,17 @@ mod tests {
                 // Giving the stated default explicitly must change nothing.
                 match (&stated.flag, stated.takes_value) {
                     (Some(flag), true) => {
-                        assert_eq!(
-                            parse_with(&[command, flag, v], &[]).unwrap(),
-                            plain,
-                            "{command} {flag} {v}"
-                        );
+                        assert_eq!(with(&[flag, v], &[]), plain, "{base:?} {flag} {v}");
                         checked += 1;
                     }
                     (Some(_), false) => {}
                     (None, _) => {
-                        assert_eq!(parse_with(&[command, v], &[]).unwrap(), plain, "{command} {v}");
+                        assert_eq!(with(&[v], &[]), plain, "{base:?} {v}");
                         checked += 1;
                     }
                 }
                 if let Some(var) = &stated.env {
-                    assert_eq!(parse_with(&[command], &[(var, v)]).unwrap(), plain, "{command}: {var}={v}");
+                    assert_eq!(with(&[], &[(var, v)]), plain, "{base:?}: {var}={v}");
                     checked += 1;
                 }
             }
