@@ -15,13 +15,30 @@ use crate::support::{Client, HANG, Reaped, assert_time, docker, have, ok, repo, 
 
 const IMAGE: &str = "jam:test";
 
-/// A compose project made by this test, taken down (with its test image) when dropped.
+/// One compose lab at a time: every lab makes the bridge progjar-network on 172.16.16.0/24.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A compose project made by a test, taken down when dropped.
 struct Lab {
     project: String,
     v2: bool,
+    /// The checkout it runs in.
+    dir: PathBuf,
+    /// The image its machines run.
+    image: String,
+    /// More environment for compose.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Lab {
+    fn new(project: String, v2: bool) -> Lab {
+        Lab { project, v2, dir: repo(), image: IMAGE.into(), env: Vec::new() }
+    }
+
     fn compose(&self, args: &[&str]) -> Command {
         let mut c = if self.v2 {
             let mut c = Command::new("docker");
@@ -30,13 +47,14 @@ impl Lab {
         } else {
             Command::new("docker-compose")
         };
-        c.current_dir(repo())
+        c.current_dir(&self.dir)
             .args(["-p", &self.project, "-f", "docker-compose.yml"])
             .args(args)
-            .env("JAM_IMAGE", IMAGE)
+            .env("JAM_IMAGE", &self.image)
             .env("JAM_PUBLISH", "127.0.0.1:")
             .env("JAM_INTERVAL", "1s")
-            .env("TZ", "Asia/Jakarta");
+            .env("TZ", "Asia/Jakarta")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -65,26 +83,87 @@ impl Lab {
         }
     }
 
+    fn wait_healthy(&self) -> String {
+        let server = self.container("mesin1");
+        let start = Instant::now();
+        while self.inspect(&server, "{{.State.Health.Status}}") != "healthy" {
+            assert!(start.elapsed() < HANG * 3, "mesin1 never became healthy:\n{}", self.logs("mesin1"));
+            thread::sleep(Duration::from_millis(250));
+        }
+        server
+    }
+
+    /// Both clients print JAM replies, and the server logs both client addresses.
+    fn wait_both_served(&self) {
+        let jam_lines = |logs: &str| logs.lines().filter(|l| l.contains("JAM ")).count();
+        for client in ["mesin2", "mesin3"] {
+            let logs = self.wait_logs(client, "two JAM replies", |l| jam_lines(l) >= 2);
+            for line in logs.lines().filter(|l| l.contains("JAM ")) {
+                let reply = line.rsplit("JAM ").next().unwrap().trim();
+                assert!(
+                    jam::protocol::parse_time_reply(format!("JAM {reply}").as_bytes()).is_some(),
+                    "{line}"
+                );
+            }
+        }
+        self.wait_logs("mesin1", "both clients", |l| {
+            l.contains("connection from 172.16.16.102:") && l.contains("connection from 172.16.16.103:")
+        });
+    }
+
+    /// The port published on the host's loopback answers.
+    fn published_answers(&self) {
+        let published = ok(&mut self.compose(&["port", "mesin1", "45000"]));
+        let addr = published.trim().parse().expect("published address");
+        assert!(matches!(addr, std::net::SocketAddr::V4(a) if a.ip().is_loopback()), "{addr}");
+        Client::connect(addr).time();
+    }
+
     fn down(&self) {
         let _ = run(&mut self.compose(&["down", "--remove-orphans", "--timeout", "5"]));
+    }
+
+    /// `down` left no container or network of the project.
+    fn assert_gone(&self) {
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        assert_eq!(ok(&mut docker(&["ps", "-aq", "--filter", &label])).trim(), "");
+        assert_eq!(ok(&mut docker(&["network", "ls", "-q", "--filter", &label])).trim(), "");
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         self.down();
-        let _ = run(&mut docker(&["image", "rm", "-f", IMAGE]));
     }
 }
 
-fn compose_available() -> Option<bool> {
-    if run(&mut docker(&["compose", "version"])).status.success() {
-        Some(true)
-    } else if have("docker-compose", "version") {
-        Some(false)
-    } else {
-        None
+/// Images a test made, removed when dropped (also when the test fails): tags, and image IDs
+/// that the test's builds left untagged.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = run(&mut docker(&["image", "rm", "-f", image]));
+        }
     }
+}
+
+/// The IDs of the untagged (dangling) images there are now.
+fn dangling() -> std::collections::BTreeSet<String> {
+    ok(&mut docker(&["images", "-q", "--no-trunc", "--filter", "dangling=true"]))
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// The compose versions to test: each one here that works; both under CI.
+fn compose_versions() -> Vec<bool> {
+    let v2 = run(&mut docker(&["compose", "version"])).status.success();
+    let v1 = have("docker-compose", "version");
+    require("Compose v2 (docker compose; .ci/run installs it from PyPI)", v2);
+    require("docker-compose 1.29 (v1)", v1);
+    [(v2, true), (v1, false)].into_iter().filter(|(has, _)| *has).map(|(_, v)| v).collect()
 }
 
 /// The mode bits of `path` inside `image`, read from the image without running it.
@@ -104,52 +183,32 @@ fn the_compose_lab_recreates_the_sheet() {
     if !require("a running Docker engine", docker_up) {
         return;
     }
-    let Some(v2) = compose_available() else {
-        require("docker compose or docker-compose", false);
-        return;
-    };
     let Some(bin) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
         require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
         return;
     };
-    assert!(
-        !Path::new("/sys/class/net/progjar-network").exists(),
-        "a lab is already running (progjar-network exists): stop it with deploy/lab down"
-    );
-    let lab = Lab { project: format!("jamtest{}", std::process::id()), v2 };
-
+    let _one = one_lab();
+    let _images = Images(vec![IMAGE.into()]);
     // The image: FROM scratch, the binary and nothing else, hardened defaults. Built the way
     // `deploy/lab up` builds it.
     let script = repo().join("deploy/image");
     ok(Command::new(&script).args(["--arch", "amd64", "--tag", IMAGE, "--binary"]).arg(&bin));
     check_image(&bin);
+    for v2 in compose_versions() {
+        eprintln!("the compose lab under Compose {}", if v2 { "v2" } else { "v1 (docker-compose)" });
+        lab_of_the_sheet(Lab::new(format!("jamtest{}v{}", std::process::id(), if v2 { 2 } else { 1 }), v2));
+    }
+}
 
+fn lab_of_the_sheet(lab: Lab) {
+    assert!(
+        !Path::new("/sys/class/net/progjar-network").exists(),
+        "a lab is already running (progjar-network exists): stop it with deploy/lab down"
+    );
     ok(&mut lab.compose(&["up", "-d", "--no-build"]));
-    let server = lab.container("mesin1");
-    let start = Instant::now();
-    while lab.inspect(&server, "{{.State.Health.Status}}") != "healthy" {
-        assert!(start.elapsed() < HANG * 3, "mesin1 never became healthy");
-        thread::sleep(Duration::from_millis(250));
-    }
-
-    // Both clients print JAM replies; the server logs both client addresses.
-    let jam_lines = |logs: &str| logs.lines().filter(|l| l.contains("JAM ")).count();
-    for client in ["mesin2", "mesin3"] {
-        let logs = lab.wait_logs(client, "two JAM replies", |l| jam_lines(l) >= 2);
-        for line in logs.lines().filter(|l| l.contains("JAM ")) {
-            let reply = line.rsplit("JAM ").next().unwrap().trim();
-            assert!(jam::protocol::parse_time_reply(format!("JAM {reply}").as_bytes()).is_some(), "{line}");
-        }
-    }
-    lab.wait_logs("mesin1", "both clients", |l| {
-        l.contains("connection from 172.16.16.102:") && l.contains("connection from 172.16.16.103:")
-    });
-
-    // From the host, through the port published on loopback.
-    let published = ok(&mut lab.compose(&["port", "mesin1", "45000"]));
-    let addr = published.trim().parse().expect("published address");
-    assert!(matches!(addr, std::net::SocketAddr::V4(a) if a.ip().is_loopback()), "{addr}");
-    Client::connect(addr).time();
+    let server = lab.wait_healthy();
+    lab.wait_both_served();
+    lab.published_answers();
 
     // Both clients at once, one-off queries as a person would run them.
     let queries: Vec<_> = ["mesin2", "mesin3"]
@@ -208,9 +267,7 @@ fn the_compose_lab_recreates_the_sheet() {
 
     // Nothing is left behind.
     lab.down();
-    let label = format!("label=com.docker.compose.project={}", lab.project);
-    assert_eq!(ok(&mut docker(&["ps", "-aq", "--filter", &label])).trim(), "");
-    assert_eq!(ok(&mut docker(&["network", "ls", "-q", "--filter", &label])).trim(), "");
+    lab.assert_gone();
 }
 
 fn check_image(bin: &Path) {
@@ -411,4 +468,95 @@ fn the_student_override_puts_a_python_server_on_mesin1_and_keeps_the_lab() {
         let c = service(client);
         assert!(c.contains("image: jam:latest") && c.contains("condition: service_healthy"), "{c}");
     }
+}
+
+/// A fresh clone and `docker compose up`, nothing else: no Rust on the host, no deploy/lab, no
+/// dist/. The build stage runs on a Rust image made from this machine's own files
+/// (tests/rust-builder-image), since the official one cannot be pulled here; it fetches the
+/// crates from the registry as the host does. Under each compose version; the first builds
+/// cold, the second finds the first's build cache.
+#[test]
+fn a_fresh_clone_comes_up_with_docker_compose_alone() {
+    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
+    if !require("a running Docker engine", docker_up) || !require("git", have("git", "--version")) {
+        return;
+    }
+    let builder = ok(&mut Command::new(repo().join("tests/rust-builder-image"))).trim().to_string();
+    let clone = std::env::temp_dir().join(format!("jam-fresh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&clone);
+    ok(Command::new("git").args(["clone", "-q"]).arg(repo()).arg(&clone));
+    struct Gone(PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _clone = Gone(clone.clone());
+    assert!(!clone.join("dist").exists() && !clone.join("target").exists());
+    let _one = one_lab();
+    let before = dangling();
+    let image = format!("jam-fresh-{}:latest", std::process::id());
+    let mut images = Images(vec![image.clone()]);
+    for (run_no, v2) in compose_versions().into_iter().enumerate() {
+        let name = if v2 { "v2" } else { "v1" };
+        let mut lab = Lab::new(format!("jamfresh{}{name}", std::process::id()), v2);
+        lab.dir = clone.clone();
+        lab.image = image.clone();
+        lab.env.push(("JAM_RUST_IMAGE", builder.clone()));
+        let _ = run(&mut docker(&["image", "rm", "-f", &image]));
+
+        let start = Instant::now();
+        let up = run(&mut lab.compose(&["up", "-d"]));
+        let took = start.elapsed();
+        assert!(
+            up.status.success(),
+            "compose up: {}{}",
+            String::from_utf8_lossy(&up.stdout),
+            String::from_utf8_lossy(&up.stderr)
+        );
+        eprintln!(
+            "fresh clone, compose {name}: up -d took {took:?} ({})",
+            if run_no == 0 { "cold" } else { "warm: the build cache of the first" }
+        );
+        lab.wait_healthy();
+        lab.wait_both_served();
+        lab.published_answers();
+
+        // The image is the binary alone, as the prebuilt one is.
+        let size: u64 =
+            ok(&mut docker(&["image", "inspect", "-f", "{{.Size}}", &image])).trim().parse().unwrap();
+        let id = ok(&mut docker(&["create", &image])).trim().to_string();
+        let tar = run(&mut docker(&["cp", &format!("{id}:/jam"), "-"]));
+        let _ = run(&mut docker(&["rm", &id]));
+        let field = String::from_utf8_lossy(&tar.stdout[124..136])
+            .trim_matches(|c: char| c == '\0' || c == ' ')
+            .to_string();
+        assert_eq!(u64::from_str_radix(&field, 8).unwrap(), size, "the image is the binary and nothing else");
+        assert_eq!(mode_in_image(&image, "/jam") & 0o755, 0o755);
+
+        // `compose build` builds the one image, once, and pulls nothing.
+        let build = run(&mut lab.compose(&["build"]));
+        let built =
+            String::from_utf8_lossy(&build.stdout).into_owned() + &String::from_utf8_lossy(&build.stderr);
+        assert!(build.status.success(), "{built}");
+        let tagged = built.matches(&format!("Successfully tagged {image}")).count()
+            + built.matches(&format!("naming to docker.io/library/{image}")).count();
+        assert_eq!(tagged, 1, "one image built, not one per machine:\n{built}");
+        assert!(!built.contains("Pulling"), "{built}");
+
+        lab.down();
+        lab.assert_gone();
+    }
+    // What the builds leave beyond the image: the Rust stage, untagged, as the build cache.
+    let left: Vec<String> = dangling().difference(&before).cloned().collect();
+    for id in &left {
+        let size = ok(&mut docker(&["image", "inspect", "-f", "{{.Size}}", id]));
+        eprintln!(
+            "the build left the untagged image {} ({} bytes): the Rust stage, its cache",
+            &id[7..19],
+            size.trim()
+        );
+    }
+    assert!(left.len() <= 1, "more than the build stage left untagged: {left:?}");
+    images.0.extend(left);
 }
