@@ -18,6 +18,10 @@ ARG RUST_IMAGE=rust:1.95-slim
 # on amd64 unless told otherwise.
 ARG BUILDPLATFORM=linux/amd64
 
+# No registry here, so the Rust image cannot be pulled? Build jam on the host instead, which
+# needs no base image: `deploy/lab up`. (Both builders show the lines before a failed FROM, so
+# this says it where the error is.)
+ARG NO_RUST_IMAGE="cannot pull RUST_IMAGE? build on the host instead: deploy/lab up"
 FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS build
 ARG TARGETARCH=amd64
 WORKDIR /src

@@ -59,7 +59,7 @@ impl Lab {
     }
 
     fn container(&self, service: &str) -> String {
-        ok(&mut self.compose(&["ps", "-q", service])).trim().to_string()
+        ok(&mut self.compose(&["ps", "-a", "-q", service])).trim().to_string()
     }
 
     fn inspect(&self, id: &str, format: &str) -> String {
@@ -265,6 +265,45 @@ fn lab_of_the_sheet(lab: Lab) {
     assert!(logs.contains("received SIGTERM: stopping"), "{logs}");
     assert!(logs.contains("stopped: served "), "{logs}");
 
+    lab.down();
+    lab.assert_gone();
+    foreground_up_is_the_transcript(&lab);
+}
+
+/// `docker compose up` in the foreground, as the mission says it: the clients' replies and
+/// mesin1's log interleaved, and Ctrl-C stops all three cleanly.
+fn foreground_up_is_the_transcript(lab: &Lab) {
+    let mut up = lab.compose(&["up", "--no-build"]);
+    let mut child = up.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let lines = crate::support::lines_of(child.stdout.take().unwrap());
+    let child = Reaped(child);
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    let served =
+        |seen: &[String], who: &str, what: &str| seen.iter().any(|l| l.contains(who) && l.contains(what));
+    while !(served(&seen, "mesin2", "| JAM ")
+        && served(&seen, "mesin3", "| JAM ")
+        && served(&seen, "mesin1", "connection from 172.16.16.102:")
+        && served(&seen, "mesin1", "connection from 172.16.16.103:"))
+    {
+        let left = (HANG * 3).saturating_sub(start.elapsed());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the transcript never showed both clients served:\n{}", seen.join("\n")),
+        }
+    }
+    // Ctrl-C.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    let mut child = child;
+    let status = crate::support::wait_exit(&mut child.0, "compose up after Ctrl-C");
+    // v1 exits 0; v2 exits 130 after a Ctrl-C whatever the project (its own choice, upstream).
+    let expected = if lab.v2 { [0, 130] } else { [0, 0] };
+    assert!(status.code().is_some_and(|c| expected.contains(&c)), "compose up ended with {status}");
+    for service in ["mesin1", "mesin2", "mesin3"] {
+        let id = lab.container(service);
+        assert_eq!(lab.inspect(&id, "{{.State.ExitCode}}"), "0", "{service} after Ctrl-C");
+    }
     // Nothing is left behind.
     lab.down();
     lab.assert_gone();
