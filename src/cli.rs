@@ -101,6 +101,9 @@ Options:
                             [env: JAM_LINE_TIMEOUT] [default: {line}]
       --max-connections N   connections at once; more get ERROR server busy
                             [env: JAM_MAX_CONNECTIONS] [default: {max_conn}]
+      --max-per-address N   connections at once from one client address; more get ERROR too
+                            many connections from your address
+                            [env: JAM_MAX_PER_ADDRESS] [default: {per_address}]
       --grace DUR           on SIGTERM, how long connections get to finish
                             [env: JAM_GRACE] [default: {grace}]
       --threads N           executor threads [env: JAM_THREADS] [default: {threads}]
@@ -115,6 +118,7 @@ DUR is a number of seconds or a span such as 500ms, 30s, 5m.
         idle = show(d.limits.connection.idle_timeout),
         line = show(d.limits.connection.line_timeout),
         max_conn = d.limits.max_connections,
+        per_address = d.limits.max_per_address,
         grace = show(d.limits.grace),
         threads = d.threads,
         log = d.log.name(),
@@ -418,6 +422,9 @@ fn parse_serve(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> 
             }
             Long("max-connections") => {
                 limits.max_connections = value(p, "--max-connections", settings::count)?
+            }
+            Long("max-per-address") => {
+                limits.max_per_address = value(p, "--max-per-address", settings::count)?
             }
             Long("grace") => limits.grace = value(p, "--grace", settings::duration)?,
             Long("threads") => c.threads = value(p, "--threads", settings::count)?,
@@ -781,6 +788,7 @@ mod tests {
         ];
         let replies = errors.iter().map(|e| e.reply()).chain([
             protocol::BUSY,
+            protocol::TOO_MANY_FROM_ADDRESS,
             protocol::IDLE_TIMEOUT,
             protocol::LINE_TIMEOUT,
             protocol::SHUTTING_DOWN,
@@ -799,7 +807,7 @@ mod tests {
             assert_eq!(parse_with(&["serve", flag, number], &[]).unwrap(), plain, "PROTOCOL.md: {cell}");
             rows += 1;
         }
-        assert_eq!(rows, 5, "the limits table has a row per limit");
+        assert_eq!(rows, 6, "the limits table has a row per limit");
         let prose = doc.split_whitespace().collect::<Vec<_>>().join(" ");
         let budget = format!("{} KiB of replies", crate::connection::OUTPUT_BUDGET / 1024);
         assert!(prose.contains(&budget), "PROTOCOL.md should say {budget:?}");

@@ -451,10 +451,10 @@ async fn finish(stream: &Async<TcpStream>) -> io::Result<()> {
     Ok(())
 }
 
-/// Turns a client away with [`protocol::BUSY`], closing in order within [`LINGER`].
-pub async fn refuse(stream: Async<TcpStream>) {
+/// Turns a client away with `line` (`ERROR server busy`, ...), closing in order within [`LINGER`].
+pub async fn refuse(stream: Async<TcpStream>, line: &'static [u8]) {
     // A fresh socket's send buffer is empty, so this short line is taken whole.
-    if write(&stream, protocol::BUSY).is_err() {
+    if write(&stream, line).is_err() {
         return;
     }
     let _ = future::or(finish(&stream), async {
@@ -462,6 +462,26 @@ pub async fn refuse(stream: Async<TcpStream>) {
         Ok(())
     })
     .await;
+}
+
+/// Turns a client away with `line` without waiting for it: the line, our FIN, and the close.
+///
+/// Input that has already arrived is read first: closing with unread input makes the kernel
+/// send a reset instead of the FIN, which can destroy the line in flight. A client that sends
+/// more after the close still gets a reset for that, which is why [`refuse`] is preferred while
+/// there is room to linger.
+pub fn refuse_at_once(stream: Async<TcpStream>, line: &'static [u8]) {
+    if write(&stream, line).is_err() {
+        return;
+    }
+    let _ = stream.get_ref().shutdown(Direction::Write);
+    let mut discarded = 0;
+    while discarded < LINGER_DISCARD {
+        match SCRATCH.with_borrow_mut(|s| read(&stream, &mut s.input)) {
+            Ok(n) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ pub const TIME_REPLY_LEN: usize = 14;
 
 /// Sent, then the connection is closed, when the server already holds its maximum of connections.
 pub const BUSY: &[u8] = b"ERROR server busy\r\n";
+/// Sent, then the connection is closed, when the client's address already holds its maximum of
+/// connections: one source cannot take every place.
+pub const TOO_MANY_FROM_ADDRESS: &[u8] = b"ERROR too many connections from your address\r\n";
 /// Sent before closing a connection that sent nothing for the idle timeout.
 pub const IDLE_TIMEOUT: &[u8] = b"ERROR idle timeout\r\n";
 /// Sent before closing a connection that started a line and did not finish it in time.

@@ -10,10 +10,11 @@
 //! async-io's reactor is driven by whichever thread is idle. docs/PERFORMANCE.md has the
 //! measurements behind the default.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use smol::{Async, Executor, Timer};
 use crate::clock::{Clock, Zone};
 use crate::connection;
 use crate::log::{self, Level};
-use crate::protocol::DEFAULT_PORT;
+use crate::protocol::{self, DEFAULT_PORT};
 use crate::settings::{self, env_override};
 use crate::shutdown::Shutdown;
 use crate::{Error, debug, info, notice, sys, warn};
@@ -44,8 +45,16 @@ pub const RESERVED_FDS: u64 = 32;
 pub const DEFAULT_THREADS: usize = 1;
 /// Pause after `accept` fails for lack of file descriptors, so the loop never spins.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Refused clients being closed at once, at most; past it they are dropped without the
-/// courtesy of `ERROR server busy`, so a flood cannot use up file descriptors this way.
+/// Connections from one client address at once; past it that address gets `ERROR too many
+/// connections from your address` while every other is still served. A lab class is a few dozen
+/// machines, each with its own address: at 128 it takes 79 addresses to fill the default 10,000
+/// places, more than a class has, so one student's runaway client (one flooded all 10,000 in
+/// about 10 s) cannot lock the others out; and 128 is still twice what `jam check` holds open.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 128;
+/// Refused clients lingering at once, at most: each waits up to [`connection::LINGER`] for the
+/// client's FIN, so that the close is orderly. Past it, a refused client still gets its line, but
+/// the socket is closed at once (see [`connection::refuse_at_once`]), so that a flood cannot use
+/// up file descriptors this way.
 pub const MAX_REFUSING: usize = 64;
 
 pub use crate::connection::Limits as ConnectionLimits;
@@ -58,6 +67,9 @@ pub struct Limits {
     pub connection: ConnectionLimits,
     /// Connections served at once; past it a new client gets `ERROR server busy`.
     pub max_connections: usize,
+    /// Connections from one client address at once; past it, `ERROR too many connections from
+    /// your address`.
+    pub max_per_address: usize,
     /// After the stop, how long connections get to finish.
     pub grace: Duration,
 }
@@ -67,6 +79,7 @@ impl Default for Limits {
         Limits {
             connection: ConnectionLimits::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
             grace: DEFAULT_GRACE,
         }
     }
@@ -80,6 +93,8 @@ struct Shared {
     shutdown: Shutdown,
     /// Connections being served.
     active: AtomicUsize,
+    /// Connections being served, by client address (only addresses with one or more).
+    per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Clients being turned away.
     refusing: AtomicUsize,
     /// Notified when `active` drops to zero.
@@ -91,17 +106,40 @@ struct Shared {
 pub struct Stats {
     /// Clients served.
     pub accepted: u64,
-    /// Clients turned away with `ERROR server busy` (or, past [`MAX_REFUSING`], dropped).
+    /// Clients turned away: the server full, or their address at its maximum.
     pub refused: u64,
     /// Connections still open when the grace period ran out.
     pub cut_off: usize,
 }
 
-/// Counts a connection as active for as long as it lives.
-struct Active(Arc<Shared>);
+/// Counts a connection as active, in all and for its address, for as long as it lives.
+struct Active(Arc<Shared>, IpAddr);
+
+impl Active {
+    /// Counts a new connection from `ip`; returns it with the counts it makes, all and from `ip`.
+    fn new(shared: &Arc<Shared>, ip: IpAddr) -> (Active, usize, usize) {
+        let open = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+        let from_ip = {
+            let mut map = shared.per_address.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = map.entry(ip).or_insert(0);
+            *n += 1;
+            *n
+        };
+        (Active(shared.clone(), ip), open, from_ip)
+    }
+}
 
 impl Drop for Active {
     fn drop(&mut self) {
+        {
+            let mut map = self.0.per_address.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = map.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.1);
+                }
+            }
+        }
         if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.drained.notify(usize::MAX);
         }
@@ -122,6 +160,7 @@ pub async fn serve(
         limits,
         shutdown: shutdown.clone(),
         active: AtomicUsize::new(0),
+        per_address: Mutex::new(HashMap::new()),
         refusing: AtomicUsize::new(0),
         drained: Event::new(),
     });
@@ -204,21 +243,29 @@ fn admit(
     peer: SocketAddr,
     stats: &mut Stats,
 ) {
-    let open = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
-    let active = Active(shared.clone());
-    if open > shared.limits.max_connections {
+    let (active, open, from_ip) = Active::new(shared, peer.ip());
+    let turned_away = if open > shared.limits.max_connections {
+        warn!("server busy: refused {peer} ({} connections open)", open - 1);
+        Some(protocol::BUSY)
+    } else if from_ip > shared.limits.max_per_address {
+        warn!("too many connections from {}: refused {peer} ({} open from it)", peer.ip(), from_ip - 1);
+        Some(protocol::TOO_MANY_FROM_ADDRESS)
+    } else {
+        None
+    };
+    if let Some(line) = turned_away {
         drop(active);
         stats.refused += 1;
-        warn!("server busy: refused {peer} ({} connections open)", open - 1);
         if shared.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
             let shared = shared.clone();
             ex.spawn(async move {
-                connection::refuse(stream).await;
+                connection::refuse(stream, line).await;
                 shared.refusing.fetch_sub(1, Ordering::SeqCst);
             })
             .detach();
         } else {
             shared.refusing.fetch_sub(1, Ordering::SeqCst);
+            connection::refuse_at_once(stream, line);
         }
         return;
     }
@@ -329,6 +376,7 @@ impl Config {
         env_override(env, "JAM_IDLE_TIMEOUT", settings::duration, &mut limits.connection.idle_timeout)?;
         env_override(env, "JAM_LINE_TIMEOUT", settings::duration, &mut limits.connection.line_timeout)?;
         env_override(env, "JAM_MAX_CONNECTIONS", settings::count, &mut limits.max_connections)?;
+        env_override(env, "JAM_MAX_PER_ADDRESS", settings::count, &mut limits.max_per_address)?;
         env_override(env, "JAM_GRACE", settings::duration, &mut limits.grace)?;
         env_override(env, "JAM_THREADS", settings::count, &mut c.threads)?;
         env_override(env, "JAM_LOG", settings::log_level, &mut c.log)?;
@@ -373,12 +421,14 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
     })?;
     let threads = config.threads.max(1);
     notice!(
-        "jam {} listening on {local}; time zone {} (tzdb {}); up to {} connections (open files {open_files}); \
+        "jam {} listening on {local}; time zone {} (tzdb {}); up to {} connections (open files {open_files}), \
+         {} from one address; \
          line limit {} bytes, idle timeout {:?}, line timeout {:?}, grace {:?}; {threads} thread(s)",
         env!("CARGO_PKG_VERSION"),
         zone.name,
         crate::tzdb::VERSION,
         limits.max_connections,
+        limits.max_per_address,
         limits.connection.max_line,
         limits.connection.idle_timeout,
         limits.connection.line_timeout,

@@ -192,6 +192,44 @@ fn past_the_connection_limit_a_client_is_told_the_server_is_busy() {
 }
 
 #[test]
+fn one_address_cannot_take_every_place() {
+    let server = TestServer::start(Limits { max_per_address: 8, ..limits() });
+    // 127.0.0.2 takes its eight places, and the ninth is refused with the reason.
+    let mut held: Vec<Client> = (0..8).map(|_| Client::connect_from([127, 0, 0, 2], server.addr)).collect();
+    for c in &mut held {
+        c.time();
+    }
+    let mut ninth = Client::connect_from([127, 0, 0, 2], server.addr);
+    assert_eq!(ninth.rest(), "ERROR too many connections from your address\r\n");
+    // Every other address is served as before, each up to its own eight.
+    let mut others: Vec<Client> =
+        (0..16).map(|i| Client::connect_from([127, 0, 0, 3 + (i % 2)], server.addr)).collect();
+    let start = Instant::now();
+    for c in &mut others {
+        c.time();
+    }
+    assert!(start.elapsed() < HANG);
+    // A place given back is a place for that address again, once the server has seen it go.
+    held.pop();
+    let mut refused = 1;
+    let again = Instant::now();
+    loop {
+        let mut c = Client::connect_from([127, 0, 0, 2], server.addr);
+        c.send(b"TIME\r\n");
+        let reply = c.line();
+        if !reply.starts_with("ERROR too many") {
+            assert_time(&reply);
+            break;
+        }
+        refused += 1;
+        assert!(again.elapsed() < HANG, "the address never got its place back");
+        thread::sleep(Duration::from_millis(20));
+    }
+    drop((held, others));
+    assert_eq!(server.stop().refused, refused);
+}
+
+#[test]
 fn many_clients_at_once_are_all_served() {
     let server = TestServer::start(limits());
     let addr = server.addr;

@@ -97,7 +97,22 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, HANG).expect("connect");
+        Client::from(TcpStream::connect_timeout(&addr, HANG).expect("connect"))
+    }
+
+    /// Connects from the loopback address `source` (127.0.0.2, ...), as another machine would.
+    pub fn connect_from(source: [u8; 4], addr: SocketAddr) -> Client {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+        use std::os::fd::AsRawFd;
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        let [a, b, c, d] = source;
+        bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).unwrap();
+        let SocketAddr::V4(to) = addr else { panic!("an IPv4 server: {addr}") };
+        connect(fd.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+        Client::from(TcpStream::from(fd))
+    }
+
+    fn from(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(HANG)).unwrap();
         stream.set_nodelay(true).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
