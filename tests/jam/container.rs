@@ -54,6 +54,8 @@ impl Lab {
             .env("JAM_PUBLISH", "127.0.0.1:")
             .env("JAM_INTERVAL", "1s")
             .env("TZ", "Asia/Jakarta")
+            // v1 is Python: on a pipe, not a terminal, it would hold the transcript back.
+            .env("PYTHONUNBUFFERED", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
@@ -273,8 +275,18 @@ fn lab_of_the_sheet(lab: Lab) {
 /// `docker compose up` in the foreground, as the mission says it: the clients' replies and
 /// mesin1's log interleaved, and Ctrl-C stops all three cleanly.
 fn foreground_up_is_the_transcript(lab: &Lab) {
-    let mut up = lab.compose(&["up", "--no-build"]);
-    let mut child = up.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    // Through `sh -c 'exec ... 2>&1'`: v2 writes the machines' stderr (mesin1's log) to its own
+    // stderr, and the transcript is both, interleaved as a terminal shows them.
+    let up = lab.compose(&["up", "--no-build", "--no-color"]);
+    let mut shell = Command::new("sh");
+    shell.args(["-c", "exec \"$@\" 2>&1", "sh"]).arg(up.get_program()).args(up.get_args());
+    shell.current_dir(up.get_current_dir().unwrap());
+    for (k, v) in up.get_envs() {
+        if let Some(v) = v {
+            shell.env(k, v);
+        }
+    }
+    let mut child = shell.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
     let lines = crate::support::lines_of(child.stdout.take().unwrap());
     let child = Reaped(child);
     let mut seen = Vec::new();

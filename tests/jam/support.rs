@@ -284,15 +284,17 @@ const RST: u16 = 0x04;
 const ACK: u16 = 0x10;
 
 impl TcpSession {
-    /// The lab sheet's exchange: SYN, SYN-ACK, ACK; the client's 6-byte `TIME\r\n`; the server's
-    /// 14-byte `JAM hh:mm:ss\r\n`; FIN and ACK from both sides; no RST.
+    /// The lab sheet's exchange: SYN, SYN-ACK, ACK; the client's request, `TIME\r\n` (6 bytes,
+    /// or with `QUIT\r\n` in the same segment, as `jam talk --send 'TIME\r\nQUIT\r\n'` sends
+    /// it); the server's 14-byte `JAM hh:mm:ss\r\n`; FIN and ACK from both sides; no RST.
     pub fn assert_sheet_sequence(&self) {
         let p = &self.packets;
         let flags: Vec<(bool, u16)> = p.iter().take(3).map(|p| (p.from_client, p.flags & 0x3f)).collect();
         assert_eq!(flags, [(true, SYN), (false, SYN | ACK), (true, ACK)], "{self:#?}");
         let mut data = p.iter().filter(|p| !p.payload.is_empty());
         let request = data.next().expect("a request");
-        assert!(request.from_client && request.payload == b"TIME\r\n", "{self:#?}");
+        let request_ok = matches!(&request.payload[..], b"TIME\r\n" | b"TIME\r\nQUIT\r\n");
+        assert!(request.from_client && request_ok, "{self:#?}");
         let reply = data.next().expect("a reply");
         assert!(!reply.from_client && reply.payload.len() == 14, "{self:#?}");
         assert_time(std::str::from_utf8(&reply.payload).unwrap());
