@@ -632,11 +632,7 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
         };
         drop(peer);
         let mut other = self.connect().await?;
-        other.send(b"TIME\r\n").await;
-        let others = match other.line().await {
-            Heard::Line(_) => None,
-            read => Some(format!("then another client: {}", read.describe(b"TIME\r\n", self.args.timeout))),
-        };
+        let others = self.unserved(&mut other).await.map(|why| format!("then another client: {why}"));
         Ok(match (cut, others) {
             (None, None) => pass(),
             (Some(a), None) => fail(format!("{a}: the line was not cut off")),
@@ -649,14 +645,21 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
         let mut hog = self.connect().await?;
         let sent = hog.flood(b"TIME\r\n", NEVER_READS_BYTES, SETTLE).await;
         let mut other = self.connect().await?;
-        other.send(b"TIME\r\n").await;
-        Ok(match other.line().await {
-            Heard::Line(_) => pass(),
-            read => fail(format!(
-                "a client sent {sent} bytes of TIME requests and read nothing; then another client: {}",
-                read.describe(b"TIME\r\n", self.args.timeout)
+        Ok(match self.unserved(&mut other).await {
+            None => pass(),
+            Some(why) => fail(format!(
+                "a client sent {sent} bytes of TIME requests and read nothing; then another client: {why}"
             )),
         })
+    }
+
+    /// Asks for the time on `peer`: `None` when a line comes back, else what happened instead.
+    async fn unserved(&self, peer: &mut Peer) -> Option<String> {
+        peer.send(b"TIME\r\n").await;
+        match peer.line().await {
+            Heard::Line(_) => None,
+            read => Some(read.describe(b"TIME\r\n", self.args.timeout)),
+        }
     }
 
     async fn idle_crowd(&mut self) -> Result<Found, Broke> {
@@ -665,13 +668,9 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
             Err(why) => return Ok(fail(format!("while opening {IDLE_CONNECTIONS} connections: {why}"))),
         };
         let mut other = self.connect().await?;
-        other.send(b"TIME\r\n").await;
-        Ok(match other.line().await {
-            Heard::Line(_) => pass(),
-            read => fail(format!(
-                "with {IDLE_CONNECTIONS} idle connections open, a new client: {}",
-                read.describe(b"TIME\r\n", self.args.timeout)
-            )),
+        Ok(match self.unserved(&mut other).await {
+            None => pass(),
+            Some(why) => fail(format!("with {IDLE_CONNECTIONS} idle connections open, a new client: {why}")),
         })
     }
 
