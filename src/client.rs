@@ -64,7 +64,9 @@ impl Target {
             Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad)?,
             None => DEFAULT_PORT,
         };
-        if host.is_empty() || host.contains(['/', ' ', '[', ']']) {
+        // A colon belongs only in a bracketed IPv6 address: `a:b:80` is neither a name nor one.
+        let bracketed = s.starts_with('[');
+        if host.is_empty() || host.contains(['/', ' ', '[', ']']) || (!bracketed && host.contains(':')) {
             return Err(bad());
         }
         Ok(Target { host: host.to_string(), port })
@@ -371,7 +373,19 @@ mod tests {
 
     #[test]
     fn bad_targets_are_rejected() {
-        for bad in ["", ":45000", "host:", "host:0", "host:70000", "[::1", "[nope]:1", "a b"] {
+        // "JAM$16:37:54" was found by the fuzzer: it printed as "[JAM$16:37]:54", which did not parse.
+        for bad in [
+            "",
+            ":45000",
+            "host:",
+            "host:0",
+            "host:70000",
+            "[::1",
+            "[nope]:1",
+            "a b",
+            "JAM$16:37:54",
+            "a:b:80",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }
