@@ -147,7 +147,9 @@ fn full_report_in_time(name: &str) {
     assert_eq!(out.status.code(), Some(1));
     let checks = statuses(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(checks.len(), 15, "{checks:?}");
-    assert_eq!(checks[0], ("connect".to_string(), "pass".to_string()));
+    // A reset can come before the client has seen its connection open: then even `connect` fails.
+    let connect = if name == "reset" { &["pass", "fail"][..] } else { &["pass"] };
+    assert!(checks[0].0 == "connect" && connect.contains(&checks[0].1.as_str()), "{checks:?}");
     assert_eq!(checks[1], ("time-reply".to_string(), "fail".to_string()));
 }
 
