@@ -235,7 +235,8 @@ pub async fn serve(
     stats
 }
 
-/// Starts serving a freshly accepted client, or turns it away when the server is full.
+/// Starts serving a freshly accepted client, or turns it away when the server is full or its
+/// address already holds its share of places.
 fn admit(
     ex: &Executor<'_>,
     shared: &Arc<Shared>,
