@@ -67,3 +67,25 @@ def wait_listening(port, proc, what):
         except OSError:
             time.sleep(0.05)
     die(f"{what} is not listening on {HOST}:{port}")
+
+
+CONNTRACK = Path("/proc/sys/net/netfilter")
+
+
+def wait_for_conntrack(room, what):
+    """Waits (up to the 120 s a closed connection's entry lingers) until the kernel's connection
+    tracking table has room for `room` more connections. Where netfilter tracks loopback (a host
+    running Docker does), every connection keeps an entry for 120 s after it closes, and a full
+    table drops new SYNs without a counter of its own: clients just time out. Back-to-back bursts
+    of 10,000 filled this machine's 262,144 entries within a minute."""
+    try:
+        limit = int((CONNTRACK / "nf_conntrack_max").read_text())
+    except OSError:
+        return
+    start, said = time.monotonic(), False
+    while limit - int((CONNTRACK / "nf_conntrack_count").read_text()) < room and time.monotonic() - start < 130:
+        if not said:
+            print(f"  waiting for room for {room} connections in the connection tracking table before {what}",
+                  file=sys.stderr)
+            said = True
+        time.sleep(1)

@@ -15,7 +15,7 @@
 use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +80,8 @@ pub struct BenchArgs {
     pub depth: usize,
     /// Load generator threads.
     pub threads: usize,
+    /// Source addresses the connections are spread over: 127.0.0.1 up to 127.0.0.N.
+    pub sources: usize,
     /// The request line, without CR LF.
     pub request: String,
     /// What every reply line must start with; `None` for a strict `JAM hh:mm:ss` check.
@@ -99,6 +101,7 @@ impl Default for BenchArgs {
             duration: Duration::from_secs(5),
             depth: 32,
             threads: 1,
+            sources: 1,
             request: "TIME".into(),
             expect: None,
             json: false,
@@ -135,10 +138,28 @@ async fn read_or_stall(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, 
     or_stall("read", stream.read(buf)).await
 }
 
-/// Connects, or fails after [`STALL`] (a server with a tiny backlog drops SYNs, and the kernel
-/// would retry for two minutes).
-async fn connect_or_stall(addr: SocketAddr) -> Result<TcpStream, String> {
-    or_stall("connect", TcpStream::connect(addr)).await
+/// Where a connection goes, and the loopback address it comes from when `--sources` spreads them.
+#[derive(Clone, Copy)]
+struct Peer {
+    server: SocketAddr,
+    source: Option<IpAddr>,
+}
+
+impl Peer {
+    /// The peer of connection `n` (counted across threads): sources are taken in turn.
+    fn nth(server: SocketAddr, sources: usize, n: usize) -> Peer {
+        let source = (sources > 1).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (n % sources) as u8)));
+        Peer { server, source }
+    }
+
+    /// Connects, or fails after [`STALL`] (a server with a tiny backlog drops SYNs, and the
+    /// kernel would retry for two minutes).
+    async fn connect(self) -> Result<TcpStream, String> {
+        match self.source {
+            None => or_stall("connect", TcpStream::connect(self.server)).await,
+            Some(source) => or_stall("connect", crate::client::connect_bound(source, self.server)).await,
+        }
+    }
 }
 
 /// Latencies in a log-linear histogram: 16 buckets per power of two, so any percentile is
@@ -219,6 +240,8 @@ struct Progress {
     errors: AtomicU64,
     /// The server's RSS while an idle run holds its connections; 0 until read.
     idle_rss: AtomicU64,
+    /// In an idle run, nanoseconds from the start until the last connection was established.
+    opened_ns: AtomicU64,
 }
 
 /// The outcome of a run.
@@ -239,6 +262,8 @@ pub(crate) struct Report {
     /// The server's resident memory at the end, and growth per connection (idle mode).
     pub server_rss: Option<u64>,
     pub rss_per_connection: Option<f64>,
+    /// Idle mode: how long until every connection was established.
+    pub opened: Option<Duration>,
 }
 
 impl Report {
@@ -267,6 +292,9 @@ impl Report {
             Fixed(self.per_second(), 0),
             self.errors
         );
+        if let Some(opened) = self.opened {
+            let _ = writeln!(s, "all connections established after {} s", Fixed(opened.as_secs_f64(), 3));
+        }
         if self.requests == 0 {
             s.push_str("latency: none, no request was answered\n");
         } else {
@@ -315,7 +343,7 @@ impl Report {
             "{{\"mode\":\"{}\",\"connections\":{},\"seconds\":{},\"requests\":{},\"requests_per_second\":{},\
              \"errors\":{},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\
              \"own_cpu_seconds\":{},\"server_cpu_seconds\":{},\"server_cpu_us_per_request\":{},\
-             \"server_rss_bytes\":{},\"rss_bytes_per_connection\":{}}}",
+             \"server_rss_bytes\":{},\"rss_bytes_per_connection\":{},\"opened_seconds\":{}}}",
             self.mode.name(),
             self.connections,
             Fixed(self.elapsed.as_secs_f64(), 3),
@@ -331,6 +359,7 @@ impl Report {
             opt(self.server_cpu.and_then(|d| self.us_per_request(d))),
             self.server_rss.map_or("null".to_string(), |r| r.to_string()),
             opt(self.rss_per_connection),
+            opt(self.opened.map(|d| d.as_secs_f64())),
         )
     }
 }
@@ -416,6 +445,11 @@ fn measure(args: &BenchArgs) -> Result<Report, Error> {
         .ok()
         .and_then(|a| a.into_iter().next())
         .ok_or_else(|| Error::new(format!("cannot resolve {}", args.target)))?;
+    if args.sources > 1 && !matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback()) {
+        return Err(Error::usage(format!(
+            "--sources spreads over 127.0.0.x: the server must be on loopback IPv4, not {addr}"
+        )));
+    }
     // Fail early and clearly if nothing listens there.
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| Error::new(format!("cannot connect to {addr}: {e}")))?;
@@ -434,7 +468,7 @@ fn measure(args: &BenchArgs) -> Result<Report, Error> {
             .map(|t| {
                 let share = args.connections / threads + usize::from(t < args.connections % threads);
                 let progress = progress.clone();
-                scope.spawn(move || worker(args, addr, share, deadline, &progress))
+                scope.spawn(move || worker(args, addr, t, threads, share, deadline, &progress))
             })
             .collect();
         if show_progress {
@@ -485,6 +519,8 @@ fn measure(args: &BenchArgs) -> Result<Report, Error> {
             .then_some(held)
             .zip(rss_before)
             .map(|(held, before)| held.saturating_sub(before) as f64 / args.connections.max(1) as f64),
+        opened: (args.mode == Mode::Idle)
+            .then(|| Duration::from_nanos(progress.opened_ns.load(Ordering::Relaxed))),
     })
 }
 
@@ -492,6 +528,8 @@ fn measure(args: &BenchArgs) -> Result<Report, Error> {
 fn worker(
     args: &BenchArgs,
     addr: SocketAddr,
+    thread: usize,
+    threads: usize,
     connections: usize,
     deadline: Instant,
     progress: &Progress,
@@ -501,20 +539,24 @@ fn worker(
     let mut request = args.request.clone().into_bytes();
     request.extend_from_slice(b"\r\n");
     let request: Rc<[u8]> = request.into();
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
+    let peers: Vec<Peer> =
+        (0..connections).map(|j| Peer::nth(addr, args.sources, thread + j * threads)).collect();
+    let tasks: Vec<_> = peers
+        .iter()
+        .filter(|_| args.mode != Mode::Idle)
+        .map(|&peer| {
             let (checker, request) = (checker.clone(), request.clone());
             ex.spawn(async move {
                 let mut t = Tally { requests: 0, errors: 0, first_error: None, latency: Histogram::new() };
                 let result = match args.mode {
                     Mode::RequestResponse => {
-                        pipelined(addr, &request, 1, deadline, &checker, &mut t, progress).await
+                        pipelined(peer, &request, 1, deadline, &checker, &mut t, progress).await
                     }
                     Mode::Pipeline => {
-                        pipelined(addr, &request, args.depth.max(1), deadline, &checker, &mut t, progress)
+                        pipelined(peer, &request, args.depth.max(1), deadline, &checker, &mut t, progress)
                             .await
                     }
-                    Mode::Churn => churn(addr, &request, deadline, &checker, &mut t, progress).await,
+                    Mode::Churn => churn(peer, &request, deadline, &checker, &mut t, progress).await,
                     Mode::Idle => Ok(()),
                 };
                 if let Err(e) = result {
@@ -535,16 +577,7 @@ fn worker(
         }
     };
     if args.mode == Mode::Idle {
-        add(smol::block_on(ex.run(idle(
-            &ex,
-            args,
-            addr,
-            connections,
-            deadline,
-            &request,
-            &checker,
-            progress,
-        ))));
+        add(smol::block_on(ex.run(idle(&ex, args, &peers, deadline, &request, &checker, progress))));
     } else {
         for task in tasks {
             add(smol::block_on(ex.run(task)));
@@ -556,7 +589,7 @@ fn worker(
 /// Keeps `depth` requests in flight on one connection until the deadline (depth 1 is
 /// request-response), checking and timing every reply.
 async fn pipelined(
-    addr: SocketAddr,
+    peer: Peer,
     request: &[u8],
     depth: usize,
     deadline: Instant,
@@ -564,7 +597,7 @@ async fn pipelined(
     t: &mut Tally,
     progress: &Progress,
 ) -> Result<(), String> {
-    let mut stream = connect_or_stall(addr).await?;
+    let mut stream = peer.connect().await?;
     let _ = stream.set_nodelay(true);
     let batch: Vec<u8> = request.repeat(depth);
     let mut sent_at = std::collections::VecDeque::with_capacity(depth);
@@ -623,7 +656,7 @@ async fn pipelined(
 
 /// Connect, request, reply, QUIT, the server's close; again until the deadline.
 async fn churn(
-    addr: SocketAddr,
+    peer: Peer,
     request: &[u8],
     deadline: Instant,
     checker: &Checker,
@@ -634,7 +667,7 @@ async fn churn(
     while Instant::now() < deadline {
         let start = Instant::now();
         let one = async {
-            let mut stream = connect_or_stall(addr).await?;
+            let mut stream = peer.connect().await?;
             let _ = stream.set_nodelay(true);
             stream.write_all(request).await.map_err(|e| format!("write: {e}"))?;
             let mut got = Vec::new();
@@ -687,17 +720,16 @@ async fn churn(
 async fn idle(
     ex: &LocalExecutor<'_>,
     args: &BenchArgs,
-    addr: SocketAddr,
-    connections: usize,
+    peers: &[Peer],
     deadline: Instant,
     request: &[u8],
     checker: &Checker,
     progress: &Progress,
 ) -> Tally {
     let mut t = Tally { requests: 0, errors: 0, first_error: None, latency: Histogram::new() };
-    let mut open = Vec::with_capacity(connections);
+    let mut open = Vec::with_capacity(peers.len());
     // All at once, as many clients would: one slow connect must not hold up the rest.
-    let connecting: Vec<_> = (0..connections).map(|_| ex.spawn(connect_or_stall(addr))).collect();
+    let connecting: Vec<_> = peers.iter().map(|peer| ex.spawn(peer.connect())).collect();
     for connected in connecting {
         match connected.await {
             Ok(s) => open.push(s),
@@ -707,6 +739,8 @@ async fn idle(
             }
         }
     }
+    let since_start = args.duration.saturating_sub(deadline.saturating_duration_since(Instant::now()));
+    progress.opened_ns.fetch_max(since_start.as_nanos() as u64, Ordering::Relaxed);
     // Every connection must be accepted before the server's memory is read: ask on the last.
     if let Some(last) = open.last_mut() {
         let _ = last.write_all(request).await;

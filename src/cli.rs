@@ -104,6 +104,9 @@ Options:
       --max-per-address N   connections at once from one client address; more get ERROR too
                             many connections from your address
                             [env: JAM_MAX_PER_ADDRESS] [default: {per_address}]
+      --backlog N           connections the kernel queues before jam accepts them; past it
+                            new handshakes wait a second to be retried (the kernel caps it
+                            at net.core.somaxconn) [env: JAM_BACKLOG] [default: {backlog}]
       --grace DUR           on SIGTERM, how long connections get to finish
                             [env: JAM_GRACE] [default: {grace}]
       --threads N           executor threads [env: JAM_THREADS] [default: {threads}]
@@ -120,6 +123,7 @@ DUR is a number of seconds or a span such as 500ms, 30s, 5m.
         max_conn = d.limits.max_connections,
         per_address = d.limits.max_per_address,
         grace = show(d.limits.grace),
+        backlog = d.backlog,
         threads = d.threads,
         log = d.log.name(),
     )
@@ -313,6 +317,9 @@ Options:
   -d, --duration DUR       how long to load [default: {duration}]
       --depth N            requests in flight per connection, pipeline mode [default: {depth}]
       --threads N          load generator threads [default: {threads}]
+      --sources N          spread the connections over source addresses 127.0.0.1 to
+                           127.0.0.N, past one address's limits (loopback servers)
+                           [default: {sources}]
       --request TEXT       the request line, without CR LF [default: {request}]
       --expect TEXT        what each reply must start with [default: a strict JAM hh:mm:ss]
       --server-pid PID     report this process's CPU time per request and memory
@@ -325,6 +332,7 @@ Options:
         duration = show(d.duration),
         depth = d.depth,
         threads = d.threads,
+        sources = d.sources,
         request = d.request,
     )
 }
@@ -427,6 +435,7 @@ fn parse_serve(p: &mut lexopt::Parser, env: &dyn Fn(&str) -> Option<String>) -> 
                 limits.max_per_address = value(p, "--max-per-address", settings::count)?
             }
             Long("grace") => limits.grace = value(p, "--grace", settings::duration)?,
+            Long("backlog") => c.backlog = value(p, "--backlog", settings::backlog)?,
             Long("threads") => c.threads = value(p, "--threads", settings::count)?,
             Short('q') | Long("quiet") => c.log = c.log.min(Level::Notice),
             Short('h') | Long("help") => return Ok(Command::Help(serve_help())),
@@ -541,6 +550,7 @@ fn parse_bench(p: &mut lexopt::Parser) -> Result<Command, Error> {
             Short('d') | Long("duration") => args.duration = value(p, "--duration", settings::duration)?,
             Long("depth") => args.depth = value(p, "--depth", settings::count)?,
             Long("threads") => args.threads = value(p, "--threads", settings::count)?,
+            Long("sources") => args.sources = value(p, "--sources", settings::sources)?,
             Long("request") => args.request = text(p)?,
             Long("expect") => args.expect = Some(text(p)?),
             Long("server-pid") => {

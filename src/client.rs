@@ -217,7 +217,12 @@ async fn connect_from(source: IpAddr, target: &Target) -> io::Result<TcpStream> 
     let ip: IpAddr = target.host.parse().map_err(|_| {
         io::Error::new(io::ErrorKind::InvalidInput, "a source address needs the server's address, not a name")
     })?;
-    let socket = sys::connect_from(SocketAddr::new(source, 0), SocketAddr::new(ip, target.port))?;
+    connect_bound(source, SocketAddr::new(ip, target.port)).await
+}
+
+/// Connects from `source` (port chosen by the kernel) to `target`.
+pub(crate) async fn connect_bound(source: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
+    let socket = sys::connect_from(SocketAddr::new(source, 0), target)?;
     let stream = Async::new(socket)?;
     stream.writable().await?;
     if let Some(e) = stream.get_ref().take_error()? {

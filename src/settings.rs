@@ -52,6 +52,22 @@ pub fn count(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{s:?} is not a whole number of at least 1"))
 }
 
+/// A listen backlog: a count that fits the kernel's `int`.
+pub fn backlog(s: &str) -> Result<u32, String> {
+    match count(s)? {
+        n if n > i32::MAX as usize => Err(format!("{n} is more than the kernel takes ({})", i32::MAX)),
+        n => Ok(n as u32),
+    }
+}
+
+/// Source addresses for `jam bench --sources`: 127.0.0.1 to 127.0.0.254 at most.
+pub fn sources(s: &str) -> Result<usize, String> {
+    match count(s)? {
+        n if n > 254 => Err(format!("{n}: at most 254 (127.0.0.1 to 127.0.0.254)")),
+        n => Ok(n),
+    }
+}
+
 /// A line limit: a count that still admits `TIME` + CR LF.
 pub fn line_limit(s: &str) -> Result<usize, String> {
     let n = count(s)?;

@@ -6,7 +6,8 @@
 //! safely: TUNSETIFF (`jam wire`'s TAP devices), the interface ioctls SIOCSIFADDR,
 //! SIOCSIFNETMASK, SIOCGIFFLAGS and SIOCSIFFLAGS, and SIOCADDRT (`jam init`, which has no `ip`
 //! command). Each block passes a request built on the stack that outlives the call, and says why
-//! that is sound beside it. The rest of the crate denies `unsafe_code`; `main.rs` forbids it.
+//! that is sound beside it. Also `listen` itself, in [`set_backlog`]: nix's safe wrapper caps
+//! the queue at musl's `SOMAXCONN` of 128, which is the very figure the setting exists to raise. The rest of the crate denies `unsafe_code`; `main.rs` forbids it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -58,6 +59,18 @@ pub fn raise_open_files_limit() -> u64 {
 /// from it, which saves a system call per connection.
 pub fn set_nodelay_for_accepted(listener: &std::net::TcpListener) -> io::Result<()> {
     nix::sys::socket::setsockopt(listener, nix::sys::socket::sockopt::TcpNoDelay, &true).map_err(Into::into)
+}
+
+/// Sets the length of `listener`'s accept queue: connections the kernel has completed that the
+/// server has not yet accepted. std listens with 128; calling `listen` again on a listening
+/// socket changes the length, and Linux caps it at `net.core.somaxconn` (4096 since Linux 5.4).
+#[allow(unsafe_code)]
+pub fn set_backlog(listener: &std::net::TcpListener, backlog: u32) -> io::Result<()> {
+    let backlog = nix::libc::c_int::try_from(backlog).unwrap_or(nix::libc::c_int::MAX);
+    // SAFETY: `listen` takes a descriptor and a number; the descriptor is borrowed from a live
+    // listener for the length of the call.
+    let result = unsafe { nix::libc::listen(listener.as_raw_fd(), backlog) };
+    Errno::result(result).map(drop).map_err(Into::into)
 }
 
 /// Starts a non-blocking TCP connection from `source` to `target`: binding before connecting is
