@@ -2,57 +2,18 @@
 //! startup checks, output formats), the lab's nc one-liner, and the static build.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    Client, HANG, Reaped, RefusingPort, assert_time, have, lines_of, lines_until, listening_address, require,
-    time_once_a_place_is_free, wait_exit, wait_for_line,
+    Client, HANG, JAM, Reaped, RefusingPort, assert_time, have, lines_of, lines_until, listening_address,
+    require, serve, time_once_a_place_is_free, wait_exit, wait_for_line,
 };
-
-const JAM: &str = env!("CARGO_BIN_EXE_jam");
-
-/// A `jam serve` child listening on an ephemeral loopback port, read back from its log.
-struct Served {
-    child: Reaped,
-    addr: SocketAddr,
-    /// The startup line.
-    started: String,
-    log: Receiver<String>,
-}
-
-fn serve(args: &[&str]) -> Served {
-    let mut child = Command::new(JAM)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("JAM_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn jam serve");
-    let log = lines_of(child.stderr.take().unwrap());
-    let child = Reaped(child);
-    let line = wait_for_line(&log, "listening on ");
-    Served { child, addr: listening_address(&line), started: line, log }
-}
-
-impl Served {
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.0.id() as i32), signal).unwrap();
-    }
-
-    /// Waits for the server to exit and returns its exit code.
-    fn exit_code(&mut self) -> i32 {
-        wait_exit(&mut self.child.0, "jam serve").code().expect("exited, not killed")
-    }
-}
 
 fn jam(args: &[&str]) -> Output {
     Command::new(JAM).args(args).stdin(Stdio::null()).output().expect("run jam")
@@ -464,6 +425,8 @@ fn the_scripts_print_usage_and_reject_unknown_commands() {
         "bench/compare",
         "bench/ab",
         "bench/startup",
+        "bench/burst",
+        "bench/soak",
         "tests/update-readme-help",
         "tests/broken-server",
     ] {

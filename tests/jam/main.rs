@@ -7,6 +7,7 @@
 //! - `netns`: the network-namespace lab of deploy/netns (needs root).
 //! - `appliance`: jam as PID 1 of a QEMU virtual machine (needs qemu-system-x86_64).
 //! - `orchestrators`: the Kubernetes manifests (offline) and the Swarm stack (needs Docker).
+//! - `reliability`: load at this machine's ceiling, and bench/soak's abuse, briefly.
 //!
 //! Tests that need something this machine may lack (nc, Docker, root) skip with a loud message on
 //! a laptop and fail under `CI=true`; see `support::require`.
@@ -17,5 +18,6 @@ mod check;
 mod container;
 mod netns;
 mod orchestrators;
+mod reliability;
 mod server;
 mod support;

@@ -403,3 +403,42 @@ pub fn assert_demo_served_both_clients(demo: &str) {
         );
     }
 }
+
+/// The jam executable cargo built for these tests.
+pub const JAM: &str = env!("CARGO_BIN_EXE_jam");
+
+/// A `jam serve` child listening on an ephemeral loopback port, read back from its log.
+pub struct Served {
+    pub child: Reaped,
+    pub addr: SocketAddr,
+    /// The startup line.
+    pub started: String,
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+pub fn serve(args: &[&str]) -> Served {
+    let mut child = Command::new(JAM)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("JAM_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jam serve");
+    let log = lines_of(child.stderr.take().unwrap());
+    let child = Reaped(child);
+    let line = wait_for_line(&log, "listening on ");
+    Served { child, addr: listening_address(&line), started: line, log }
+}
+
+impl Served {
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.0.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the server to exit and returns its exit code.
+    pub fn exit_code(&mut self) -> i32 {
+        wait_exit(&mut self.child.0, "jam serve").code().expect("exited, not killed")
+    }
+}
