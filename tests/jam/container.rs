@@ -611,3 +611,106 @@ fn a_fresh_clone_comes_up_with_docker_compose_alone() {
     assert!(left.len() <= 1, "more than the build stage left untagged: {left:?}");
     images.0.extend(left);
 }
+
+/// Faults a lab meets, survived and counted: mesin1's process killed (as a crash or the OOM
+/// killer would: SIGKILL to the process, since `docker kill` would also switch its restart
+/// policy off), then mesin1 frozen with `docker pause` for longer than a query's timeout. The
+/// clients query every 200 ms; each failure must be one clear line, and both must carry on.
+#[test]
+fn the_compose_lab_rides_out_a_crash_and_a_pause_of_mesin1() {
+    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
+    if !require("a running Docker engine", docker_up) {
+        return;
+    }
+    let Some(bin) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
+        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
+        return;
+    };
+    let Some(&v2) = compose_versions().first() else { return };
+    let _one = one_lab();
+    let _images = Images(vec![IMAGE.into()]);
+    ok(Command::new(repo().join("deploy/image"))
+        .args(["--arch", "amd64", "--tag", IMAGE, "--binary"])
+        .arg(&bin));
+    let mut lab = Lab::new(format!("jamfault{}", std::process::id()), v2);
+    lab.env.push(("JAM_INTERVAL", "200ms".into()));
+    ok(&mut lab.compose(&["up", "-d", "--no-build"]));
+    let server = lab.wait_healthy();
+    lab.wait_both_served();
+    let clients = [lab.container("mesin2"), lab.container("mesin3")];
+
+    // The crash: the restart policy brings mesin1 back, the clients report and carry on.
+    let pid: i32 = lab.inspect(&server, "{{.State.Pid}}").parse().unwrap();
+    let killed = jiff::Timestamp::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    for (client, name) in clients.iter().zip(["mesin2", "mesin3"]) {
+        let (lost, back) = served_again_after(client, killed, killed);
+        assert!(lost.iter().all(|l| l.starts_with("jam: ") && l.ends_with(" (trying again)")), "{lost:?}");
+        eprintln!(
+            "crash of mesin1: {name} lost {} queries, served again {} ms after the kill; first failure: {:?}",
+            lost.len(),
+            back.duration_since(killed).as_millis(),
+            lost.first()
+        );
+    }
+    assert_eq!(lab.inspect(&server, "{{.RestartCount}}"), "1");
+    lab.wait_healthy();
+
+    // The pause: 7 s frozen, longer than the clients' 5 s timeout. The kernel still completes
+    // handshakes for the frozen process, so the clients' requests go unanswered, not refused.
+    ok(&mut docker(&["pause", &server]));
+    let paused = jiff::Timestamp::now();
+    thread::sleep(Duration::from_secs(7));
+    ok(&mut docker(&["unpause", &server]));
+    let unpaused = jiff::Timestamp::now();
+    for (client, name) in clients.iter().zip(["mesin2", "mesin3"]) {
+        let (lost, back) = served_again_after(client, paused, unpaused);
+        let timed_out: Vec<_> =
+            lost.iter().filter(|l| l.contains("no answer within 5s (trying again)")).collect();
+        assert!(!timed_out.is_empty() && timed_out.len() == lost.len(), "{name}: {lost:?}");
+        eprintln!(
+            "pause of mesin1 for {} ms: {name} lost {} queries (timed out), served again {} ms after the unpause",
+            unpaused.duration_since(paused).as_millis(),
+            lost.len(),
+            back.duration_since(unpaused).as_millis()
+        );
+    }
+    lab.down();
+    lab.assert_gone();
+}
+
+/// Waits until `container` (a querying client) prints a reply stamped after `since`, and returns
+/// its failure lines stamped from `from` to that reply, with the reply's time. Docker stamps
+/// every log line as it arrives.
+fn served_again_after(
+    container: &str,
+    from: jiff::Timestamp,
+    since: jiff::Timestamp,
+) -> (Vec<String>, jiff::Timestamp) {
+    let start = Instant::now();
+    loop {
+        // Replies on stdout, failures on stderr: merged by their stamps.
+        let out = run(&mut docker(&["logs", "-t", container]));
+        let logs =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let mut stamped: Vec<(jiff::Timestamp, &str)> = logs
+            .lines()
+            .filter_map(|line| {
+                let (stamp, text) = line.split_once(' ')?;
+                Some((stamp.parse().ok()?, text))
+            })
+            .filter(|(at, _)| *at >= from)
+            .collect();
+        stamped.sort_by_key(|(at, _)| *at);
+        let mut failures = Vec::new();
+        for (at, text) in stamped {
+            match text.starts_with("JAM ") {
+                true if at >= since => return (failures, at),
+                true => {}
+                false => failures.push(text.to_string()),
+            }
+        }
+        assert!(start.elapsed() < HANG * 3, "{container} was never served again; logs:\n{logs}");
+        thread::sleep(Duration::from_millis(250));
+    }
+}
