@@ -5,10 +5,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{HANG, assert_demo_served_both_clients, have, repo, require, tcp_sessions};
+use crate::support::{HANG, Reaped, assert_demo_served_both_clients, have, repo, require, tcp_sessions};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/netns/lab")
@@ -160,6 +161,7 @@ fn the_namespace_lab_builds_bends_captures_and_leaves_no_trace() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown impairment \"lag\""));
 
     capture_of_the_demo(&lab);
+    faults_survived(&lab);
 
     // A half-built lab (a crashed switch, a namespace gone) is cleaned up by the next `up`.
     let (wire, server) = (lab.pid("wire"), lab.pid("server"));
@@ -280,4 +282,126 @@ fn capture_of_the_demo(lab: &NetnsLab) {
         assert_eq!(complete.len(), 3, "{client}: {sessions:#?}");
         complete.iter().for_each(|s| s.assert_sheet_sequence());
     }
+}
+
+/// A `jam query -n 0` client on a lab machine, each line it prints kept with when it came.
+struct Watch {
+    _client: Reaped,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Watch {
+    /// Queries every 200 ms on one connection, each step given 2 s.
+    fn start(lab: &NetnsLab, machine: &str) -> Watch {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", machine])
+            .arg(&lab.jam)
+            .args(["query", "172.16.16.101", "-n", "0", "-i", "200ms", "--timeout", "2s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for line in std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok) {
+                    lines.lock().unwrap().push((Instant::now(), line));
+                }
+            });
+        }
+        Watch { _client: Reaped(child), lines }
+    }
+
+    /// From `from` on: the replies, the failure lines, the longest time without a reply (from
+    /// `from` to the first reply included), and when the last failure was.
+    fn since(&self, from: Instant) -> (usize, Vec<String>, Duration) {
+        let lines = self.lines.lock().unwrap();
+        let (mut replies, mut failures, mut last, mut gap) = (0, Vec::new(), from, Duration::ZERO);
+        for (at, line) in lines.iter().filter(|(at, _)| *at >= from) {
+            if line.starts_with("JAM ") {
+                replies += 1;
+                gap = gap.max(at.duration_since(last));
+                last = *at;
+            } else {
+                failures.push(line.clone());
+            }
+        }
+        (replies, failures, gap)
+    }
+
+    /// Waits for a reply after `from`.
+    fn served_after(&self, from: Instant) {
+        let start = Instant::now();
+        while self.since(from).0 == 0 {
+            assert!(start.elapsed() < HANG, "no reply since the fault ended: {:?}", self.since(from).1);
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Faults on the wire, survived and counted: mesin1's link down for 3 s, 30% loss on what
+/// mesin1 sends for 10 s, and mesin3 cut off (all it sends lost) while mesin2 is still served.
+/// Each failure a client reports must be one clear line, and each client is served again after.
+fn faults_survived(lab: &NetnsLab) {
+    let (mesin2, mesin3) = (Watch::start(lab, "mesin2"), Watch::start(lab, "mesin3"));
+    mesin2.served_after(Instant::now());
+    mesin3.served_after(Instant::now());
+    let clear = |failures: &[String]| {
+        failures.iter().all(|l| l.starts_with("jam: ") && l.ends_with("(trying again)"))
+    };
+
+    let down = Instant::now();
+    lab.ok(&["exec", "mesin1", "ip", "link", "set", "eth0", "down"]);
+    thread::sleep(Duration::from_secs(3));
+    lab.ok(&["exec", "mesin1", "ip", "link", "set", "eth0", "up"]);
+    let up = Instant::now();
+    mesin2.served_after(up);
+    let (replies, failures, gap) = mesin2.since(down);
+    assert!(clear(&failures), "{failures:?}");
+    eprintln!(
+        "mesin1's link down for 3 s: mesin2 went {gap:?} without a reply, {} failed ({failures:?}), then served again",
+        failures.len()
+    );
+    assert!(replies > 0);
+
+    thread::sleep(Duration::from_secs(1));
+    lab.ok(&["impair", "mesin1", "loss", "30"]);
+    let lossy = Instant::now();
+    thread::sleep(Duration::from_secs(10));
+    let (replies, failures, gap) = mesin2.since(lossy);
+    lab.ok(&["impair", "mesin1", "clear"]);
+    assert!(clear(&failures), "{failures:?}");
+    assert!(replies > 0, "nothing got through 30% loss in 10 s");
+    eprintln!(
+        "30% loss on mesin1 for 10 s: mesin2 got {replies} replies (50 without loss), {} failed, longest wait {gap:?}",
+        failures.len()
+    );
+    mesin2.served_after(Instant::now());
+
+    lab.ok(&["impair", "mesin3", "loss", "100"]);
+    let cut = Instant::now();
+    thread::sleep(Duration::from_secs(5));
+    let (cut_off, failures3, _) = mesin3.since(cut + Duration::from_millis(500));
+    let (replies, failures2, gap) = mesin2.since(cut);
+    lab.ok(&["impair", "mesin3", "clear"]);
+    let back = Instant::now();
+    assert_eq!(cut_off, 0, "mesin3 was cut off yet served");
+    assert!(!failures3.is_empty() && clear(&failures3), "{failures3:?}");
+    assert!(
+        failures2.is_empty() && replies >= 10,
+        "mesin2, while mesin3 was cut off: {replies} replies, {failures2:?}"
+    );
+    mesin3.served_after(back);
+    eprintln!(
+        "mesin3 cut off for 5 s: it reported {} failures ({:?}); mesin2 meanwhile got {replies} replies, longest wait {gap:?}; mesin3 served again {:?} after",
+        failures3.len(),
+        failures3.first(),
+        mesin3.since(back).2
+    );
+    drop((mesin2, mesin3));
 }
