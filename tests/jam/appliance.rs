@@ -1,6 +1,6 @@
 //! The appliance: jam as PID 1 of a QEMU virtual machine (deploy/appliance). Boots it, gets a
 //! TIME reply through the forwarded loopback port, and powers it off through the ACPI power
-//! button and through ctrl-alt-del, each time checking that QEMU exits 0; and boots it with a
+//! button (with clients connected, owed replies) and through ctrl-alt-del, each time checking that QEMU exits 0; and boots it with a
 //! broken `ip=` to see the problem reported on the console rather than a kernel panic.
 //!
 //! Needs qemu-system-x86_64 and the files deploy/appliance/build makes (tests/run builds them
@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Client, HANG, Reaped, have, require, wait_exit};
+use crate::support::{Client, HANG, Reaped, assert_time, have, require, wait_exit};
 
 struct Vm {
     qemu: Reaped,
@@ -134,12 +134,37 @@ fn the_appliance_serves_and_powers_off_on_the_power_button() {
     let mut vm = Vm::boot(&dir, "button", &[]);
     let took = vm.wait_served(Instant::now());
     eprintln!("appliance: first reply {took:?} after QEMU started");
-    let mut c = Client::connect(([127, 0, 0, 1], vm.port).into());
-    c.time();
-    drop(c);
     vm.wait_console("jam init: eth0 is 10.0.2.15/24, gateway 10.0.2.2");
+    // Clients connected when the button is pressed: idle ones, and busy ones that have sent 200
+    // requests in one write and read the first reply, so the server holds all 200.
+    let addr = ([127, 0, 0, 1], vm.port).into();
+    let mut idle: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
+    for c in &mut idle {
+        c.time();
+    }
+    let mut busy: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
+    for c in &mut busy {
+        c.send(&b"TIME\r\n".repeat(200));
+        assert_time(&c.line());
+    }
+    let pressed = Instant::now();
     vm.qmp(r#"{"execute":"system_powerdown"}"#);
+    // Every reply owed is delivered, then the notice, then an orderly close; then the power-off.
+    for c in &mut busy {
+        let rest = c.rest();
+        let lines: Vec<&str> = rest.split_inclusive("\r\n").collect();
+        assert_eq!(lines.len(), 200, "{rest}");
+        lines[..199].iter().for_each(|l| assert_time(l));
+        assert_eq!(lines[199], "ERROR server shutting down\r\n");
+    }
+    for c in &mut idle {
+        assert_eq!(c.rest(), "ERROR server shutting down\r\n");
+    }
     assert_eq!(vm.exit_code(), 0);
+    eprintln!(
+        "appliance: 4 idle and 4 busy clients (796 replies still unread) served, powered off {:?} after the button",
+        pressed.elapsed()
+    );
     let console = vm.console();
     for line in ["jam init: power button pressed: powering off", "stopped: served ", "reboot: Power down"] {
         assert!(console.contains(line), "{line:?} missing:\n{console}");
