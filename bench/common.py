@@ -48,6 +48,13 @@ def listening_port(proc):
     die(f"jam serve exited at start (code {proc.returncode})")
 
 
+def redis_command(port):
+    """redis-server on HOST:port with nothing saved and room for the sweep's connections. Not in
+    protected mode, which turns away every loopback address but 127.0.0.1 (jam bench --sources)."""
+    return ["redis-server", "--port", str(port), "--bind", HOST, "--protected-mode", "no", "--save", "", "--appendonly", "no",
+            "--logfile", "/dev/null", "--maxclients", "20000"]
+
+
 def free_port():
     """A port for servers that must be given a number (redis, the lab's Python server): free when
     asked, so another process could take it before they bind; they then fail to start, loudly."""

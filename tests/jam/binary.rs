@@ -339,6 +339,46 @@ fn bench_runs_every_mode_and_checks_every_reply() {
 }
 
 #[test]
+fn the_sweep_runs_small_against_jam_redis_and_the_floor_with_every_reply_valid() {
+    if !require(
+        "redis-server and cc (bench/sweep)",
+        have("redis-server", "--version") && have("cc", "--version"),
+    ) || !require("python3", have("python3", "--version"))
+    {
+        return;
+    }
+    let Some(bin) = std::env::var_os("JAM_STATIC_BIN") else {
+        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
+        return;
+    };
+    assert!(
+        bin.to_string_lossy().ends_with("target/x86_64-unknown-linux-musl/release/jam"),
+        "bench/ uses the musl build"
+    );
+    let out = Command::new(crate::support::repo().join("bench/sweep"))
+        .args(["--quick", "--json"])
+        .output()
+        .unwrap();
+    let json = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{json}{}", text(&out.stderr));
+    // Every server under every load, each with requests made and no error.
+    for server in ["jam", "redis", "floor"] {
+        for load in [
+            "\"load\": \"rr\", \"connections\": 64",
+            "\"load\": \"rr\", \"connections\": 500",
+            "\"load\": \"churn\"",
+            "\"load\": \"idle\"",
+        ] {
+            let run = json
+                .split("}}")
+                .find(|r| r.contains(load) && r.contains(&format!("\"server\": \"{server}\"")))
+                .unwrap_or_else(|| panic!("no {load} run of {server}: {json}"));
+            assert!(run.contains("\"errors\": 0,") && !run.contains("\"requests\": 0,"), "{run}");
+        }
+    }
+}
+
+#[test]
 fn bench_churn_counts_a_server_that_does_not_close_on_quit_as_an_error() {
     // A server that answers TIME but says goodbye after QUIT instead of closing at once.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -427,6 +467,7 @@ fn the_scripts_print_usage_and_reject_unknown_commands() {
         "bench/startup",
         "bench/burst",
         "bench/soak",
+        "bench/sweep",
         "tests/update-readme-help",
         "tests/broken-server",
     ] {
