@@ -18,18 +18,19 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown as Direction, TcpStream};
+use std::io;
+use std::net::Shutdown as Direction;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use event_listener::EventListener;
 use futures_lite::future;
-use smol::{Async, Timer};
+use smol::Timer;
 
 use crate::clock::Clock;
 use crate::protocol::{self, Flow};
+use crate::reactor::Socket;
 use crate::shutdown::Shutdown;
 
 /// How long a connection may send nothing (and take no reply) before it is closed. Five minutes
@@ -127,7 +128,7 @@ thread_local! {
 }
 
 /// Serves one client until it quits, breaks a rule, goes quiet, or the server stops.
-pub async fn serve(stream: Async<TcpStream>, clock: &Clock, limits: &Limits, shutdown: &Shutdown) -> Summary {
+pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Shutdown) -> Summary {
     let now = Instant::now();
     let shutdown = shutdown.listen();
     let mut conn = Connection {
@@ -152,7 +153,7 @@ pub async fn serve(stream: Async<TcpStream>, clock: &Clock, limits: &Limits, shu
 }
 
 struct Connection<'a> {
-    stream: &'a Async<TcpStream>,
+    stream: &'a Socket,
     clock: &'a Clock,
     limits: &'a Limits,
     /// The start of a line not yet complete (or lines not yet answered for lack of budget).
@@ -289,6 +290,13 @@ impl Connection<'_> {
 
     /// Reads once and answers what arrived. `Ok(Some(_))` ends the connection.
     fn read_and_answer(&mut self) -> io::Result<Option<Closed>> {
+        self.read_and_answer_with(Socket::read)
+    }
+
+    fn read_and_answer_with(
+        &mut self,
+        read: fn(&Socket, &mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<Option<Closed>> {
         SCRATCH.with_borrow_mut(|scratch| {
             let n = read(self.stream, &mut scratch.input)?;
             if n == 0 {
@@ -362,7 +370,7 @@ impl Connection<'_> {
             self.owed.extend_from_slice(out);
             return Ok(());
         }
-        let written = match write(self.stream, out) {
+        let written = match self.stream.write(out) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
@@ -373,7 +381,7 @@ impl Connection<'_> {
 
     /// Writes as much of what is owed as the kernel takes.
     fn flush(&mut self) -> io::Result<()> {
-        match write(self.stream, &self.owed) {
+        match self.stream.write(&self.owed) {
             Ok(n) => {
                 self.owed.drain(..n);
                 self.last_progress = Instant::now();
@@ -393,7 +401,8 @@ impl Connection<'_> {
         let farewell: &[u8] = match closed {
             Closed::Error(_) | Closed::StoppedReading => return,
             // Requests that reached us before the stop are owed a reply, then the reason.
-            Closed::Shutdown => match self.read_and_answer() {
+            // The stop may have woken this task before the edge of their arrival.
+            Closed::Shutdown => match self.read_and_answer_with(Socket::read_now) {
                 Ok(None) => protocol::SHUTTING_DOWN,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => protocol::SHUTTING_DOWN,
                 Ok(Some(_)) | Err(_) => b"",
@@ -421,27 +430,15 @@ impl Connection<'_> {
     }
 }
 
-/// A non-blocking read: `WouldBlock` when nothing is waiting.
-fn read(stream: &Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
-    let mut socket = stream.get_ref();
-    socket.read(buf)
-}
-
-/// A non-blocking write: `WouldBlock` when the kernel's send buffer is full.
-fn write(stream: &Async<TcpStream>, buf: &[u8]) -> io::Result<usize> {
-    let mut socket = stream.get_ref();
-    socket.write(buf)
-}
-
 /// Sends our FIN and discards input until the client's FIN (bounded by [`LINGER_DISCARD`]).
 ///
 /// It reads before it waits: a client that sent QUIT and closed, or that closed first, has
 /// usually delivered its FIN already, and then the close needs no wait, and so no timer.
-async fn finish(stream: &Async<TcpStream>) -> io::Result<()> {
+async fn finish(stream: &Socket) -> io::Result<()> {
     stream.get_ref().shutdown(Direction::Write)?;
     let mut discarded = 0;
     while discarded < LINGER_DISCARD {
-        match SCRATCH.with_borrow_mut(|s| read(stream, &mut s.input)) {
+        match SCRATCH.with_borrow_mut(|s| stream.read(&mut s.input)) {
             Ok(0) => break,
             Ok(n) => discarded += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
@@ -452,9 +449,9 @@ async fn finish(stream: &Async<TcpStream>) -> io::Result<()> {
 }
 
 /// Turns a client away with `line` (`ERROR server busy`, ...), closing in order within [`LINGER`].
-pub async fn refuse(stream: Async<TcpStream>, line: &'static [u8]) {
+pub async fn refuse(stream: Socket, line: &'static [u8]) {
     // A fresh socket's send buffer is empty, so this short line is taken whole.
-    if write(&stream, line).is_err() {
+    if stream.write(line).is_err() {
         return;
     }
     let _ = future::or(finish(&stream), async {
@@ -470,14 +467,14 @@ pub async fn refuse(stream: Async<TcpStream>, line: &'static [u8]) {
 /// send a reset instead of the FIN, which can destroy the line in flight. A client that sends
 /// more after the close still gets a reset for that, which is why [`refuse`] is preferred while
 /// there is room to linger.
-pub fn refuse_at_once(stream: Async<TcpStream>, line: &'static [u8]) {
-    if write(&stream, line).is_err() {
+pub fn refuse_at_once(stream: Socket, line: &'static [u8]) {
+    if stream.write(line).is_err() {
         return;
     }
     let _ = stream.get_ref().shutdown(Direction::Write);
     let mut discarded = 0;
     while discarded < LINGER_DISCARD {
-        match SCRATCH.with_borrow_mut(|s| read(&stream, &mut s.input)) {
+        match SCRATCH.with_borrow_mut(|s| stream.read(&mut s.input)) {
             Ok(n) if n > 0 => discarded += n,
             _ => break,
         }
@@ -508,9 +505,13 @@ mod tests {
             client(c)
         });
         let (stream, _) = listener.accept().unwrap();
-        let stream = Async::new(stream).unwrap();
+        let reactor = crate::reactor::Reactor::new().unwrap();
+        let stream = reactor.register(stream).unwrap();
         let clock = Clock::new(Zone::utc());
-        let summary = smol::block_on(serve(stream, &clock, &limits, &Shutdown::new()));
+        let summary = smol::block_on(future::or(serve(stream, &clock, &limits, &Shutdown::new()), async {
+            reactor.drive().await.unwrap();
+            unreachable!("the reactor runs until dropped")
+        }));
         (summary.closed, client.join().unwrap())
     }
 

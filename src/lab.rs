@@ -77,7 +77,7 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
     let target = Target { host: SERVER.to_string(), port };
     let ex = Executor::new();
     let shutdown = Shutdown::new();
-    let results = thread::scope(|scope| {
+    let (served, results) = thread::scope(|scope| {
         // A second executor thread, as `jam serve --threads 2` runs: the lab's server and
         // clients share the executor, and their tasks move between the two threads.
         let done = Shutdown::new();
@@ -94,11 +94,12 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
             shutdown.trigger();
             results
         };
-        let (_, results) = smol::block_on(ex.run(future::zip(serving, clients)));
+        let (served, results) = smol::block_on(ex.run(future::zip(serving, clients)));
         done.trigger();
         let _ = helper.join();
-        results
+        (served, results)
     });
+    served.map_err(|e| Error::new(format!("cannot serve: {e}")))?;
     let answered = results.0? + results.1?;
     let asked = 2 * args.rounds;
     outln!()?;

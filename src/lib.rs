@@ -14,6 +14,8 @@
 //!   `tzdb.rs` holds the IANA database it reads, compiled in deflated.
 //! - `connection.rs`: the one layer that touches a client's socket: its limits, bounded buffers,
 //!   timeouts, backpressure, an orderly close. It knows nothing of the server.
+//! - `reactor.rs`: readiness for the clients' sockets, registered once and edge-triggered, so
+//!   that a request costs no `epoll_ctl`.
 //! - [`shutdown`]: the stop signal that the server and every connection listen for, and the
 //!   signals that set it off.
 //! - [`server`]: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
@@ -52,6 +54,7 @@ pub mod init;
 pub mod lab;
 pub mod log;
 pub mod protocol;
+mod reactor;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

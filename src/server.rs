@@ -26,6 +26,7 @@ use crate::clock::{Clock, Zone};
 use crate::connection;
 use crate::log::{self, Level};
 use crate::protocol::{self, DEFAULT_PORT};
+use crate::reactor::Reactor;
 use crate::settings::{self, env_override};
 use crate::shutdown::Shutdown;
 use crate::{Error, debug, info, notice, sys, warn};
@@ -108,6 +109,8 @@ struct Shared {
     refusing: AtomicUsize,
     /// Notified when `active` drops to zero.
     drained: Event,
+    /// Readiness for the clients' sockets.
+    reactor: Arc<Reactor>,
 }
 
 /// What a server did, reported when it stops.
@@ -163,7 +166,9 @@ pub async fn serve(
     clock: Clock,
     limits: Limits,
     shutdown: Shutdown,
-) -> Stats {
+) -> io::Result<Stats> {
+    let reactor = Reactor::new()?;
+    let driver = ex.spawn(reactor.clone().drive());
     let shared = Arc::new(Shared {
         clock,
         limits,
@@ -172,6 +177,7 @@ pub async fn serve(
         per_address: Mutex::new(HashMap::new()),
         refusing: AtomicUsize::new(0),
         drained: Event::new(),
+        reactor,
     });
     let mut stats = Stats::default();
     let mut out_of_fds = false;
@@ -241,18 +247,20 @@ pub async fn serve(
         stats.cut_off = shared.active.load(Ordering::SeqCst);
         warn!("{} connection(s) still open after the grace period; closing them", stats.cut_off);
     }
-    stats
+    drop(driver);
+    Ok(stats)
 }
 
 /// Starts serving a freshly accepted client, or turns it away when the server is full or its
 /// address already holds its share of places.
-fn admit(
-    ex: &Executor<'_>,
-    shared: &Arc<Shared>,
-    stream: Async<TcpStream>,
-    peer: SocketAddr,
-    stats: &mut Stats,
-) {
+fn admit(ex: &Executor<'_>, shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, stats: &mut Stats) {
+    let stream = match shared.reactor.register(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            warn!("cannot serve {peer}: {e}");
+            return;
+        }
+    };
     let (active, open, from_ip) = Active::new(shared, peer.ip());
     let turned_away = if open > shared.limits.max_connections {
         warn!("server busy: refused {peer} ({} connections open)", open - 1);
@@ -306,10 +314,7 @@ enum Backlog {
 /// connections, and a failed `accept4` is not cheap (Linux allocates the new socket's file
 /// before it finds the queue empty): perf put it at 1.5 to 2.5% of the server's CPU under
 /// request-response. Here a wake-up costs nothing until the listener is readable.
-async fn accept(
-    listener: &Async<TcpListener>,
-    backlog: &mut Backlog,
-) -> io::Result<(Async<TcpStream>, SocketAddr)> {
+async fn accept(listener: &Async<TcpListener>, backlog: &mut Backlog) -> io::Result<(TcpStream, SocketAddr)> {
     loop {
         if *backlog == Backlog::Empty {
             future::poll_fn(|cx| listener.poll_readable(cx)).await?;
@@ -317,7 +322,7 @@ async fn accept(
         match listener.get_ref().accept() {
             Ok((stream, peer)) => {
                 *backlog = Backlog::Unknown;
-                return Ok((Async::new(stream)?, peer));
+                return Ok((stream, peer));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => *backlog = Backlog::Empty,
             // After an error (out of descriptors, a client gone before it was taken) the
@@ -468,7 +473,8 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
                 .spawn_scoped(scope, move || smol::block_on(ex.run(done.wait())))
                 .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
         }
-        let stats = smol::block_on(ex.run(serve(&ex, listener, Clock::new(zone), limits, shutdown)));
+        let stats = smol::block_on(ex.run(serve(&ex, listener, Clock::new(zone), limits, shutdown)))
+            .map_err(|e| Error::new(format!("cannot serve: {e}")))?;
         done.trigger();
         Ok::<Stats, Error>(stats)
     })?;

@@ -61,7 +61,8 @@ impl TestServer {
                 thread::spawn(move || smol::block_on(ex.run(done.wait())))
             };
             let clock = Clock::new(Zone::utc());
-            let stats = smol::block_on(ex.run(server::serve(&ex, listener, clock, limits, stop)));
+            let stats =
+                smol::block_on(ex.run(server::serve(&ex, listener, clock, limits, stop))).expect("serve");
             done.trigger();
             helper.join().unwrap();
             stats
