@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use crate::support::{
     Client, HANG, JAM, Reaped, RefusingPort, assert_time, have, lines_of, lines_until, listening_address,
-    require, serve, time_once_a_place_is_free, wait_exit, wait_for_line,
+    require, serve, static_bin, time_once_a_place_is_free, wait_exit, wait_for_line,
 };
 
 fn jam(args: &[&str]) -> Output {
@@ -216,10 +216,7 @@ fn the_labs_nc_one_liner_works() {
 
 #[test]
 fn the_static_build_has_no_interpreter_and_runs() {
-    let Some(path) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
-        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
-        return;
-    };
+    let Some(path) = static_bin() else { return };
     let elf = std::fs::read(&path).unwrap();
     assert_eq!(&elf[..4], b"\x7fELF");
     assert!(!has_interpreter(&elf), "{} is dynamically linked", path.display());
@@ -347,10 +344,7 @@ fn the_sweep_runs_small_against_jam_redis_and_the_floor_with_every_reply_valid()
     {
         return;
     }
-    let Some(bin) = std::env::var_os("JAM_STATIC_BIN") else {
-        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
-        return;
-    };
+    let Some(bin) = static_bin() else { return };
     assert!(
         bin.to_string_lossy().ends_with("target/x86_64-unknown-linux-musl/release/jam"),
         "bench/ uses the musl build"

@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Client, HANG, Reaped, assert_time, docker, have, ok, repo, require, run};
+use crate::support::{
+    Client, HANG, Reaped, assert_time, docker, docker_running, have, ok, repo, require, run, static_bin,
+};
 
 const IMAGE: &str = "jam:test";
 
@@ -181,14 +183,10 @@ fn mode_in_image(image: &str, path: &str) -> u32 {
 
 #[test]
 fn the_compose_lab_recreates_the_sheet() {
-    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
-    if !require("a running Docker engine", docker_up) {
+    if !docker_running() {
         return;
     }
-    let Some(bin) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
-        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
-        return;
-    };
+    let Some(bin) = static_bin() else { return };
     let _one = one_lab();
     let _images = Images(vec![IMAGE.into()]);
     // The image: FROM scratch, the binary and nothing else, hardened defaults. Built the way
@@ -453,8 +451,7 @@ fn flow_diagram_of(pcap: &Path, sessions: &[crate::support::TcpSession]) {
 
 #[test]
 fn the_arm64_image_is_built_from_the_aarch64_binary() {
-    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
-    if !require("a running Docker engine", docker_up) {
+    if !docker_running() {
         return;
     }
     let Some(arm) = std::env::var_os("JAM_AARCH64_BIN").map(PathBuf::from) else {
@@ -528,8 +525,7 @@ fn the_student_override_puts_a_python_server_on_mesin1_and_keeps_the_lab() {
 /// cold, the second finds the first's build cache.
 #[test]
 fn a_fresh_clone_comes_up_with_docker_compose_alone() {
-    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
-    if !require("a running Docker engine", docker_up) || !require("git", have("git", "--version")) {
+    if !docker_running() || !require("git", have("git", "--version")) {
         return;
     }
     let builder = ok(&mut Command::new(repo().join("tests/rust-builder-image"))).trim().to_string();
@@ -618,14 +614,10 @@ fn a_fresh_clone_comes_up_with_docker_compose_alone() {
 /// clients query every 200 ms; each failure must be one clear line, and both must carry on.
 #[test]
 fn the_compose_lab_rides_out_a_crash_and_a_pause_of_mesin1() {
-    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
-    if !require("a running Docker engine", docker_up) {
+    if !docker_running() {
         return;
     }
-    let Some(bin) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
-        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
-        return;
-    };
+    let Some(bin) = static_bin() else { return };
     let Some(&v2) = compose_versions().first() else { return };
     let _one = one_lab();
     let _images = Images(vec![IMAGE.into()]);

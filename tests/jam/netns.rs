@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{HANG, Reaped, assert_demo_served_both_clients, have, repo, require, tcp_sessions};
+use crate::support::{
+    HANG, Reaped, assert_demo_served_both_clients, have, repo, require, static_bin, tcp_sessions,
+};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/netns/lab")
@@ -96,10 +98,7 @@ fn the_namespace_lab_builds_bends_captures_and_leaves_no_trace() {
     if !require("root with iproute2 (network namespaces)", root && have("ip", "-V")) {
         return;
     }
-    let Some(jam) = std::env::var_os("JAM_STATIC_BIN").map(PathBuf::from) else {
-        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
-        return;
-    };
+    let Some(jam) = static_bin() else { return };
     assert!(
         !std::path::Path::new("/run/netns/mesin1").exists(),
         "a namespace lab is already up: take it down with deploy/netns/lab down"

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{HANG, docker, ok, repo, require, run};
+use crate::support::{HANG, docker, docker_running, ok, repo, require, run, static_bin};
 
 #[test]
 fn the_kubernetes_manifests_validate_and_are_hardened() {
@@ -108,12 +108,7 @@ impl Swarm {
 
 #[test]
 fn the_swarm_stack_keeps_serving_through_a_lost_task_and_a_rolling_update() {
-    let docker_up = run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success();
-    if !require("a running Docker engine", docker_up) {
-        return;
-    }
-    if std::env::var_os("JAM_STATIC_BIN").is_none() {
-        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
+    if !docker_running() || static_bin().is_none() {
         return;
     }
     let state = ok(&mut docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]));

@@ -29,6 +29,24 @@ pub fn require(what: &str, available: bool) -> bool {
     available
 }
 
+/// The musl build that `tests/run` makes and names in `JAM_STATIC_BIN`; `None` (a loud skip,
+/// or a failure under CI) where it is not set.
+pub fn static_bin() -> Option<std::path::PathBuf> {
+    let bin = std::env::var_os("JAM_STATIC_BIN").map(std::path::PathBuf::from);
+    if bin.is_none() {
+        require("JAM_STATIC_BIN (the musl build; tests/run sets it)", false);
+    }
+    bin
+}
+
+/// Whether a Docker engine answers (a loud skip, or a failure under CI, where none does).
+pub fn docker_running() -> bool {
+    require(
+        "a running Docker engine",
+        run(&mut docker(&["info", "--format", "{{.ServerVersion}}"])).status.success(),
+    )
+}
+
 /// Whether `program` runs (`program arg` exits, whatever its status).
 pub fn have(program: &str, arg: &str) -> bool {
     Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
