@@ -2,6 +2,7 @@
 picks and reading the address it prints, and a port for the servers that need one given.
 Imported by bench/compare, bench/ab and bench/startup (Python puts a script's own folder on its
 import path)."""
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,6 +47,20 @@ def listening_port(proc):
             return int(line.split("listening on ", 1)[1].split(";", 1)[0].rsplit(":", 1)[1])
     proc.wait()
     die(f"jam serve exited at start (code {proc.returncode})")
+
+
+# bench/floor.c, built by build_floor: the least a TIME server can do, the physical-limit reference.
+FLOOR_SOURCE = ROOT / "bench" / "floor.c"
+FLOOR = ROOT / "target" / "floor"
+
+
+def build_floor():
+    """Builds bench/floor.c with cc when the binary is missing or older than its source."""
+    if not FLOOR.exists() or FLOOR.stat().st_mtime < FLOOR_SOURCE.stat().st_mtime:
+        if not shutil.which("cc"):
+            die("cc is needed to build bench/floor.c (apt-get install gcc)")
+        FLOOR.parent.mkdir(exist_ok=True)
+        subprocess.run(["cc", "-O2", "-o", str(FLOOR), str(FLOOR_SOURCE)], check=True)
 
 
 def redis_command(port):

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStrea
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures_lite::future;
@@ -66,6 +66,10 @@ pub const DEFAULT_MAX_PER_ADDRESS: usize = 128;
 /// the socket is closed at once (see [`connection::refuse_at_once`]), so that a flood cannot use
 /// up file descriptors this way.
 pub const MAX_REFUSING: usize = 64;
+
+/// Refused clients are logged at most once in this long, with a count of those refused in
+/// between: a flood turns thousands away a second, and a line each would bury the log.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::connection::Limits as ConnectionLimits;
 
@@ -186,6 +190,7 @@ pub async fn serve(
         warn!("cannot set TCP_NODELAY: {e}; replies may be delayed");
     }
     let mut backlog = Backlog::Unknown;
+    let mut refusals = RefusalLog { last: None, quiet: 0 };
     loop {
         let accepted = future::or(async { Some(accept(&listener, &mut backlog).await) }, async {
             shutdown.wait().await;
@@ -199,7 +204,7 @@ pub async fn serve(
                     notice!("accepting connections again");
                     out_of_fds = false;
                 }
-                admit(ex, &shared, stream, peer, &mut stats);
+                admit(ex, &shared, stream, peer, &mut stats, &mut refusals);
             }
             Some(Err(e)) if is_out_of_fds(&e) => {
                 if !out_of_fds {
@@ -253,7 +258,14 @@ pub async fn serve(
 
 /// Starts serving a freshly accepted client, or turns it away when the server is full or its
 /// address already holds its share of places.
-fn admit(ex: &Executor<'_>, shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, stats: &mut Stats) {
+fn admit(
+    ex: &Executor<'_>,
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stats: &mut Stats,
+    refusals: &mut RefusalLog,
+) {
     let stream = match shared.reactor.register(stream) {
         Ok(stream) => stream,
         Err(e) => {
@@ -263,10 +275,18 @@ fn admit(ex: &Executor<'_>, shared: &Arc<Shared>, stream: TcpStream, peer: Socke
     };
     let (active, open, from_ip) = Active::new(shared, peer.ip());
     let turned_away = if open > shared.limits.max_connections {
-        warn!("server busy: refused {peer} ({} connections open)", open - 1);
+        if let Some(also) = refusals.due() {
+            warn!("server busy: refused {peer} ({} connections open){also}", open - 1);
+        }
         Some(protocol::BUSY)
     } else if from_ip > shared.limits.max_per_address {
-        warn!("too many connections from {}: refused {peer} ({} open from it)", peer.ip(), from_ip - 1);
+        if let Some(also) = refusals.due() {
+            warn!(
+                "too many connections from {}: refused {peer} ({} open from it){also}",
+                peer.ip(),
+                from_ip - 1
+            );
+        }
         Some(protocol::TOO_MANY_FROM_ADDRESS)
     } else {
         None
@@ -296,6 +316,29 @@ fn admit(ex: &Executor<'_>, shared: &Arc<Shared>, stream: TcpStream, peer: Socke
         info!("closed {peer} after {} request(s): {}", summary.requests, summary.closed);
     })
     .detach();
+}
+
+/// When the last refusal was logged, and how many have not been since.
+struct RefusalLog {
+    last: Option<Instant>,
+    quiet: usize,
+}
+
+impl RefusalLog {
+    /// For a refusal to log now, what to add to its line (the count of those not logged); `None`
+    /// when one was logged less than [`REFUSAL_LOG_INTERVAL`] ago (it is counted instead).
+    fn due(&mut self) -> Option<String> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + REFUSAL_LOG_INTERVAL) {
+            self.quiet += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(match std::mem::take(&mut self.quiet) {
+            0 => String::new(),
+            n => format!("; {n} more refused since the last such line"),
+        })
+    }
 }
 
 /// Whether more clients may be waiting to be accepted.
@@ -485,4 +528,21 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         stats.cut_off
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_an_interval_with_a_count_of_the_rest() {
+        let mut log = RefusalLog { last: None, quiet: 0 };
+        assert_eq!(log.due().as_deref(), Some(""));
+        assert_eq!(log.due(), None);
+        assert_eq!(log.due(), None);
+        // An interval later: logged, with the two that were not.
+        log.last = log.last.map(|last| last - REFUSAL_LOG_INTERVAL);
+        assert_eq!(log.due().as_deref(), Some("; 2 more refused since the last such line"));
+        assert_eq!(log.due(), None);
+    }
 }
