@@ -104,7 +104,11 @@ impl Reactor {
         loop {
             set.readable().await?;
             loop {
-                let n = self.epoll.wait(&mut events, EpollTimeout::ZERO)?;
+                let n = match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
+                    Ok(n) => n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                };
                 {
                     let mut s = self.slots();
                     for event in &events[..n] {

@@ -29,7 +29,7 @@ use crate::protocol::{self, DEFAULT_PORT};
 use crate::reactor::Reactor;
 use crate::settings::{self, env_override};
 use crate::shutdown::Shutdown;
-use crate::{Error, debug, info, notice, sys, warn};
+use crate::{Error, debug, error, info, notice, sys, warn};
 
 /// Connections served at once; past it a new client gets `ERROR server busy`. Also capped by the
 /// open-files limit less [`RESERVED_FDS`].
@@ -50,8 +50,9 @@ pub const DEFAULT_THREADS: usize = 1;
 /// once, a load test) waits that second. With 10,000 connects at once (`bench/burst`, figures in
 /// docs/RELIABILITY.md), std's 128 dropped thousands of handshakes and every burst took 1.0 s;
 /// redis's and nginx's 511 dropped some in 2 runs of 5; at 1024 and 4096 none was dropped and
-/// all were established in about 0.3 s. 4096 leaves room for a server busier than that one. Linux caps the figure at `net.core.somaxconn` (4096 by default
-/// since 5.4), and the queue costs memory only while it holds connections.
+/// all were established in about 0.3 s. 4096 leaves room for a server busier than that one.
+/// Linux caps the figure at `net.core.somaxconn` (4096 by default since 5.4), and the queue
+/// costs memory only while it holds connections.
 pub const DEFAULT_BACKLOG: u32 = 4096;
 /// Pause after `accept` fails for lack of file descriptors, so the loop never spins.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -172,7 +173,16 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> io::Result<Stats> {
     let reactor = Reactor::new()?;
-    let driver = ex.spawn(reactor.clone().drive());
+    let driver = ex.spawn({
+        let reactor = reactor.clone();
+        async move {
+            if let Err(e) = reactor.drive().await {
+                error!(
+                    "cannot wait for the clients' sockets any more: {e}; they are closed at their timeouts"
+                );
+            }
+        }
+    });
     let shared = Arc::new(Shared {
         clock,
         limits,
