@@ -557,6 +557,7 @@ fn worker(
                             .await
                     }
                     Mode::Churn => churn(peer, &request, deadline, &checker, &mut t, progress).await,
+                    // Not spawned: `idle` below opens and holds its own connections.
                     Mode::Idle => Ok(()),
                 };
                 if let Err(e) = result {

@@ -41,6 +41,14 @@ struct Slots {
 const READ: usize = 0;
 const WRITE: usize = 1;
 
+const HANGUP: EpollFlags = EpollFlags::EPOLLHUP.union(EpollFlags::EPOLLERR);
+/// The events that make each direction ready: a hang-up or an error too, so that the operation
+/// that follows meets it.
+const WAKES: [EpollFlags; 2] =
+    [HANGUP.union(EpollFlags::EPOLLIN).union(EpollFlags::EPOLLRDHUP), HANGUP.union(EpollFlags::EPOLLOUT)];
+/// The events after which a direction stays closed for good.
+const CLOSES: [EpollFlags; 2] = [HANGUP.union(EpollFlags::EPOLLRDHUP), HANGUP];
+
 #[derive(Debug, Default)]
 struct Direction {
     /// The last operation did not meet `WouldBlock`, or an edge came since.
@@ -119,18 +127,11 @@ impl Reactor {
                     for event in &events[..n] {
                         let Some(Some(slot)) = s.slots.get_mut(event.data() as usize) else { continue };
                         let flags = event.events();
-                        let readable = EpollFlags::EPOLLIN
-                            | EpollFlags::EPOLLRDHUP
-                            | EpollFlags::EPOLLHUP
-                            | EpollFlags::EPOLLERR;
-                        let writable = EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
-                        let hangup = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
-                        let closed = [hangup | EpollFlags::EPOLLRDHUP, hangup];
-                        for (dir, mask) in [(READ, readable), (WRITE, writable)] {
-                            if flags.intersects(mask) {
+                        for dir in [READ, WRITE] {
+                            if flags.intersects(WAKES[dir]) {
                                 let d = &mut slot[dir];
                                 d.ready = true;
-                                d.closed |= flags.intersects(closed[dir]);
+                                d.closed |= flags.intersects(CLOSES[dir]);
                                 d.edges = d.edges.wrapping_add(1);
                                 wake.extend(d.waker.take());
                             }
