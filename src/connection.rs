@@ -12,9 +12,9 @@
 //! timeout.
 //!
 //! Every wait is bounded: by the idle timeout, by the time to finish a started line, and by the
-//! server's shutdown. One timer per connection serves all of them: it is set for the earliest
-//! deadline that could apply, and when it fires early (the client did something in the meantime)
-//! it is set again. That keeps timer bookkeeping off the per-request path.
+//! server's shutdown. Each wait hands the reactor its deadline, the earliest that could apply;
+//! the reactor keeps the deadlines of all connections (see [`crate::reactor`]), and one that
+//! moves later as the client makes progress costs nothing on the per-request path.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -26,11 +26,10 @@ use std::time::{Duration, Instant};
 
 use event_listener::EventListener;
 use futures_lite::future;
-use smol::Timer;
 
 use crate::clock::Clock;
 use crate::protocol::{self, Flow};
-use crate::reactor::Socket;
+use crate::reactor::{Interest, Ready, Socket};
 use crate::shutdown::Shutdown;
 
 /// How long a connection may send nothing (and take no reply) before it is closed. Five minutes
@@ -129,7 +128,6 @@ thread_local! {
 
 /// Serves one client until it quits, breaks a rule, goes quiet, or the server stops.
 pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Shutdown) -> Summary {
-    let now = Instant::now();
     let shutdown = shutdown.listen();
     let mut conn = Connection {
         stream: &stream,
@@ -138,16 +136,14 @@ pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Sh
         pending: Vec::new(),
         owed: Vec::new(),
         requests: 0,
-        last_progress: now,
+        last_progress: Instant::now(),
         line_started: None,
-        timer: Timer::at(now + limits.idle_timeout),
-        armed: now + limits.idle_timeout,
         shutdown,
     };
     // No listener means the stop came first.
     let closed = if conn.shutdown.is_none() { Closed::Shutdown } else { conn.run().await };
-    // Boxed: the closing steps (a timer, the final flush) are needed once, at the end, and would
-    // otherwise make every connection's task as large as they are for all of its life.
+    // Boxed: the closing steps (the final flush, the linger) are needed once, at the end, and
+    // would otherwise make every connection's task as large as they are for all of its life.
     Box::pin(conn.close(&closed)).await;
     Summary { closed, requests: conn.requests }
 }
@@ -165,16 +161,7 @@ struct Connection<'a> {
     last_progress: Instant,
     /// When the unfinished line in `pending` began.
     line_started: Option<Instant>,
-    timer: Timer,
-    /// When `timer` fires.
-    armed: Instant,
     shutdown: Option<EventListener>,
-}
-
-#[derive(Clone, Copy)]
-enum Want {
-    Read,
-    Write,
 }
 
 enum Event {
@@ -197,7 +184,7 @@ impl Connection<'_> {
         loop {
             // Replies owed go out before anything more is read: that is the backpressure.
             if !self.owed.is_empty() {
-                match self.wait(Want::Write).await {
+                match self.wait(Interest::Write).await {
                     Ok(Event::Ready) => match self.flush() {
                         Ok(()) => continue,
                         Err(e) => return Closed::Error(e),
@@ -216,7 +203,7 @@ impl Connection<'_> {
                     Err(e) => return Closed::Error(e),
                 }
             }
-            match self.wait(Want::Read).await {
+            match self.wait(Interest::Read).await {
                 Ok(Event::Ready) => match self.read_and_answer() {
                     Ok(Some(closed)) => return closed,
                     Ok(None) => {}
@@ -230,8 +217,9 @@ impl Connection<'_> {
         }
     }
 
-    /// Waits until the socket is ready for `want`, a deadline passes, or the server stops.
-    async fn wait(&mut self, want: Want) -> io::Result<Event> {
+    /// Waits until the socket is ready for `interest`, a deadline passes, or the server stops.
+    async fn wait(&mut self, interest: Interest) -> io::Result<Event> {
+        let deadline = self.deadline();
         future::poll_fn(|cx| {
             if let Some(listener) = &mut self.shutdown {
                 if Pin::new(listener).poll(cx).is_ready() {
@@ -239,29 +227,12 @@ impl Connection<'_> {
                     return Poll::Ready(Ok(Event::Shutdown));
                 }
             }
-            // Readiness first: when the socket is ready the timer is not even registered, which
-            // for a short session means no timer at all. Readiness is progress, except for a
-            // line that is not finished in time, which is checked here instead.
-            let ready = match want {
-                Want::Read => self.stream.poll_readable(cx),
-                Want::Write => self.stream.poll_writable(cx),
-            };
-            if let Poll::Ready(result) = ready {
-                let line_late = self
-                    .line_started
-                    .is_some_and(|started| Instant::now() >= started + self.limits.line_timeout);
-                return Poll::Ready(result.map(|()| if line_late { Event::Deadline } else { Event::Ready }));
-            }
-            while Pin::new(&mut self.timer).poll(cx).is_ready() {
-                let deadline = self.deadline();
-                if Instant::now() >= deadline {
-                    return Poll::Ready(Ok(Event::Deadline));
-                }
-                // Fired early: the client made progress since the timer was set.
-                self.timer.set_at(deadline);
-                self.armed = deadline;
-            }
-            Poll::Pending
+            // Readiness wins: it is progress, except for a line that is not finished in time,
+            // which is checked here instead.
+            self.stream.poll_wait(interest, Some(deadline), cx).map_ok(|ready| match ready {
+                Ready::Now if !self.line_late() => Event::Ready,
+                Ready::Now | Ready::TimedOut => Event::Deadline,
+            })
         })
         .await
     }
@@ -275,11 +246,14 @@ impl Connection<'_> {
         }
     }
 
+    /// Whether the line under way has taken longer than the line timeout.
+    fn line_late(&self) -> bool {
+        self.line_started.is_some_and(|started| Instant::now() >= started + self.limits.line_timeout)
+    }
+
     /// Which timeout a passed deadline was.
     fn timeout(&self) -> Closed {
-        let line_late =
-            self.line_started.is_some_and(|started| Instant::now() >= started + self.limits.line_timeout);
-        if line_late {
+        if self.line_late() {
             Closed::LineTimeout
         } else if !self.owed.is_empty() {
             Closed::StoppedReading
@@ -344,20 +318,14 @@ impl Connection<'_> {
         })
     }
 
-    /// Keeps the line timer and the buffer's memory in step with `pending`.
+    /// Keeps the line's start and the buffer's memory in step with `pending`.
     fn track_pending(&mut self) {
         if self.pending.is_empty() {
             self.line_started = None;
             // An idle connection parks no buffer.
             self.pending = Vec::new();
         } else if self.line_started.is_none() {
-            let started = Instant::now();
-            self.line_started = Some(started);
-            let deadline = started + self.limits.line_timeout;
-            if deadline < self.armed {
-                self.timer.set_at(deadline);
-                self.armed = deadline;
-            }
+            self.line_started = Some(Instant::now());
         }
     }
 
@@ -414,34 +382,35 @@ impl Connection<'_> {
         if self.send(farewell).is_err() {
             return;
         }
-        let flush_and_close = async {
-            while !self.owed.is_empty() {
-                self.stream.writable().await?;
-                self.flush()?;
-            }
-            finish(self.stream).await
-        };
         // Whatever happens while lingering, the connection is closed when this returns.
-        let _ = future::or(flush_and_close, async {
-            Timer::after(LINGER).await;
-            Ok(())
-        })
-        .await;
+        let until = Instant::now() + LINGER;
+        while !self.owed.is_empty() {
+            match self.stream.wait(Interest::Write, Some(until)).await {
+                Ok(Ready::Now) if self.flush().is_ok() => {}
+                _ => return,
+            }
+        }
+        let _ = finish(self.stream, until).await;
     }
 }
 
-/// Sends our FIN and discards input until the client's FIN (bounded by [`LINGER_DISCARD`]).
+/// Sends our FIN and discards input until the client's FIN (bounded by [`LINGER_DISCARD`]) or
+/// `until`.
 ///
 /// It reads before it waits: a client that sent QUIT and closed, or that closed first, has
-/// usually delivered its FIN already, and then the close needs no wait, and so no timer.
-async fn finish(stream: &Socket) -> io::Result<()> {
+/// usually delivered its FIN already, and then the close needs no wait.
+async fn finish(stream: &Socket, until: Instant) -> io::Result<()> {
     stream.get_ref().shutdown(Direction::Write)?;
     let mut discarded = 0;
     while discarded < LINGER_DISCARD {
         match SCRATCH.with_borrow_mut(|s| stream.read(&mut s.input)) {
             Ok(0) => break,
             Ok(n) => discarded += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stream.wait(Interest::Read, Some(until)).await? == Ready::TimedOut {
+                    break;
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -454,11 +423,7 @@ pub async fn refuse(stream: Socket, line: &'static [u8]) {
     if stream.write(line).is_err() {
         return;
     }
-    let _ = future::or(finish(&stream), async {
-        Timer::after(LINGER).await;
-        Ok(())
-    })
-    .await;
+    let _ = finish(&stream, Instant::now() + LINGER).await;
 }
 
 /// Turns a client away with `line` without waiting for it: the line, our FIN, and the close.
@@ -505,6 +470,7 @@ mod tests {
             client(c)
         });
         let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
         let reactor = crate::reactor::Reactor::new().unwrap();
         let stream = reactor.register(stream).unwrap();
         let clock = Clock::new(Zone::utc());

@@ -1,41 +1,88 @@
-//! Readiness for the server's client sockets, registered once, edge-triggered.
+//! Readiness and deadlines for the server's client sockets, registered once, edge-triggered.
 //!
 //! async-io registers a socket in one-shot mode: every wait for readiness arms it again with an
 //! `epoll_ctl`, so under request-response every request costs one. At 5,000 active connections
 //! that was about 6% of the server's CPU (perf, docs/PERFORMANCE.md). Here each client socket is
 //! added once to an epoll set of our own, edge-triggered, and that set's descriptor is itself
 //! watched through async-io: one `epoll_ctl` per batch of events instead of one per request,
-//! while the listener, the timers and the executor stay smol's.
+//! while the listener and the executor stay smol's.
 //!
 //! Edge-triggered readiness is kept per socket as two flags. The kernel reports an edge once, so
 //! a flag is cleared only by an operation that met `WouldBlock`, and only if no edge arrived
 //! while that operation was under way (each edge bumps a counter the operation compares).
+//!
+//! Every wait also has a deadline (the idle and line timeouts, the linger after a close), kept
+//! here rather than in an async-io timer per connection: registering one of those writes to
+//! async-io's eventfd to wake its reactor, and a short session (connect, TIME, QUIT) did that
+//! about twice, each write costing a turn of that reactor as well. Here a deadline is a field in
+//! the socket's slot and, when it is the socket's earliest, an entry in one heap; the driver
+//! keeps a single async-io timer at the heap's top, rounded up to [`DEADLINE_GRAIN`] so that it
+//! is moved at most once per grain. A deadline that moves later (a request on a busy connection)
+//! costs nothing: the old entry is looked at when it comes due, and queued again for the new
+//! time. Entries of sockets that closed before their deadline are dropped in bulk once they
+//! outnumber the live ones.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use smol::Async;
+use smol::{Async, Timer};
 
 /// Events taken from the kernel per `epoll_wait`; more are taken on the next turn.
 const EVENTS_PER_WAIT: usize = 256;
+
+/// How late a deadline may be met. Deadlines in the same step share one timer wake-up; the
+/// server's shortest is the two-second linger, so 10 ms is lost in it.
+pub const DEADLINE_GRAIN: Duration = Duration::from_millis(10);
+
+/// Heap entries kept before stale ones (of sockets closed before their deadline) are swept out.
+const HEAP_SWEEP_MIN: usize = 1024;
 
 /// The epoll set, and what each registered socket is waiting for.
 #[derive(Debug)]
 pub struct Reactor {
     epoll: Epoll,
-    slots: Mutex<Slots>,
+    state: Mutex<State>,
+    /// Deadlines are rounded up to [`DEADLINE_GRAIN`] steps counted from here.
+    epoch: Instant,
 }
 
-/// A socket's two directions, indexed by its key.
 #[derive(Debug, Default)]
-struct Slots {
-    slots: Vec<Option<[Direction; 2]>>,
+struct State {
+    /// Each socket's slot, indexed by its key; `None` when free.
+    slots: Vec<Option<Slot>>,
     free: Vec<usize>,
+    /// Deadlines by time: at most one live entry per socket, the one its `queued` names.
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Sockets with a live entry in `heap`; the rest of its entries are stale.
+    queued: usize,
+    /// When the driver's timer fires, if it is set.
+    armed: Option<Instant>,
+    /// A deadline earlier than `armed` was queued: the driver must set its timer again.
+    rearm: bool,
+    /// The driver's task, woken for `rearm`.
+    driver: Option<Waker>,
+    /// The time the driver last looked at the heap: deadlines up to it have passed.
+    now: Option<Instant>,
+    /// The driver stopped on this error: every wait fails with it.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    dirs: [Direction; 2],
+    /// The deadline of the socket's current wait.
+    deadline: Option<Instant>,
+    /// The time of the socket's live heap entry.
+    queued: Option<Instant>,
 }
 
 const READ: usize = 0;
@@ -63,26 +110,83 @@ struct Direction {
     waker: Option<Waker>,
 }
 
+/// How a wait with a deadline ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// The operation may not meet `WouldBlock`.
+    Now,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+impl State {
+    /// The deadline `when` rounded up to the driver's next step.
+    fn step(epoch: Instant, when: Instant) -> Instant {
+        let grain = DEADLINE_GRAIN.as_nanos();
+        let since = when.saturating_duration_since(epoch).as_nanos();
+        let steps = since.div_ceil(grain);
+        epoch + Duration::from_nanos((steps * grain).min(u64::MAX as u128) as u64)
+    }
+
+    /// Pops the deadlines that have passed by `now` and collects the wakers they are for.
+    fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) {
+        self.now = Some(now);
+        while let Some(&Reverse((when, key))) = self.heap.peek() {
+            if when > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(Some(slot)) = self.slots.get_mut(key) else { continue };
+            if slot.queued != Some(when) {
+                continue; // stale: the socket is gone, or an earlier entry replaced it
+            }
+            slot.queued = None;
+            self.queued -= 1;
+            match slot.deadline {
+                Some(deadline) if deadline <= now => {
+                    wake.extend(slot.dirs.iter_mut().filter_map(|d| d.waker.take()));
+                }
+                // Moved later since it was queued: queued again, for its new time.
+                Some(deadline) => {
+                    slot.queued = Some(deadline);
+                    self.queued += 1;
+                    self.heap.push(Reverse((deadline, key)));
+                }
+                None => {}
+            }
+        }
+        if self.heap.len() > HEAP_SWEEP_MIN && self.heap.len() > 2 * self.queued {
+            let slots = &self.slots;
+            self.heap.retain(|&Reverse((when, key))| {
+                slots.get(key).is_some_and(|s| s.as_ref().is_some_and(|s| s.queued == Some(when)))
+            });
+        }
+    }
+}
+
 impl Reactor {
     /// A new, empty epoll set.
     pub fn new() -> io::Result<Arc<Reactor>> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        Ok(Arc::new(Reactor { epoll, slots: Mutex::new(Slots::default()) }))
+        Ok(Arc::new(Reactor { epoll, state: Mutex::new(State::default()), epoch: Instant::now() }))
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds `stream` (non-blocking from here on) to the set, once for its whole life.
+    /// Adds `stream` (which must be non-blocking) to the set, once for its whole life.
     pub fn register(self: &Arc<Reactor>, stream: TcpStream) -> io::Result<Socket> {
-        stream.set_nonblocking(true)?;
         let key = {
-            let mut s = self.slots();
-            let fresh = [
-                Direction { ready: true, ..Direction::default() },
-                Direction { ready: true, ..Direction::default() },
-            ];
+            let mut s = self.state();
+            let fresh = Slot {
+                dirs: [
+                    Direction { ready: true, ..Direction::default() },
+                    Direction { ready: true, ..Direction::default() },
+                ],
+                deadline: None,
+                queued: None,
+            };
             match s.free.pop() {
                 Some(key) => {
                     s.slots[key] = Some(fresh);
@@ -103,45 +207,97 @@ impl Reactor {
     }
 
     fn release(&self, key: usize) {
-        let mut s = self.slots();
+        let mut s = self.state();
+        if let Some(Some(Slot { queued: Some(_), .. })) = s.slots.get(key) {
+            s.queued -= 1;
+        }
         s.slots[key] = None;
         s.free.push(key);
     }
 
-    /// Delivers the set's events to the sockets' wakers, for as long as the server runs: a task
-    /// on the server's executor. It sleeps in async-io until the set has events.
+    /// Delivers the set's events and the passing of deadlines to the sockets' wakers, for as
+    /// long as the server runs: a task on the server's executor. It sleeps in async-io until the
+    /// set has events or its timer fires. If it fails, every wait fails from then on, so that no
+    /// connection waits for ever.
     pub async fn drive(self: Arc<Reactor>) -> io::Result<()> {
+        let result = self.run().await;
+        if let Err(e) = &result {
+            let mut wake = Vec::new();
+            {
+                let mut s = self.state();
+                s.failed = Some((e.kind(), e.to_string()));
+                for slot in s.slots.iter_mut().flatten() {
+                    wake.extend(slot.dirs.iter_mut().filter_map(|d| d.waker.take()));
+                }
+            }
+            wake.into_iter().for_each(Waker::wake);
+        }
+        result
+    }
+
+    async fn run(self: &Arc<Reactor>) -> io::Result<()> {
         let set = Async::new(SetFd(self.clone()))?;
         let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT];
         let mut wake = Vec::with_capacity(EVENTS_PER_WAIT);
+        let mut timer = Timer::never();
         loop {
-            set.readable().await?;
             loop {
                 let n = match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
                     Ok(n) => n,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
                 };
-                {
-                    let mut s = self.slots();
-                    for event in &events[..n] {
-                        let Some(Some(slot)) = s.slots.get_mut(event.data() as usize) else { continue };
-                        let flags = event.events();
-                        for dir in [READ, WRITE] {
-                            if flags.intersects(WAKES[dir]) {
-                                let d = &mut slot[dir];
-                                d.ready = true;
-                                d.closed |= flags.intersects(CLOSES[dir]);
-                                d.edges = d.edges.wrapping_add(1);
-                                wake.extend(d.waker.take());
-                            }
-                        }
-                    }
-                }
+                self.deliver(&events[..n], &mut wake);
                 // Woken outside the lock: a woken task may run at once on another thread.
                 wake.drain(..).for_each(Waker::wake);
                 if n < events.len() {
                     break;
+                }
+            }
+            {
+                let mut s = self.state();
+                s.expire(Instant::now(), &mut wake);
+                let next = s.heap.peek().map(|&Reverse((when, _))| State::step(self.epoch, when));
+                s.rearm = false;
+                if next != s.armed {
+                    s.armed = next;
+                    if let Some(at) = next {
+                        timer.set_at(at);
+                    }
+                }
+            }
+            wake.drain(..).for_each(Waker::wake);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = set.poll_readable(cx) {
+                    return Poll::Ready(result);
+                }
+                let mut s = self.state();
+                if s.armed.is_some() && Pin::new(&mut timer).poll(cx).is_ready() || s.rearm {
+                    return Poll::Ready(Ok(()));
+                }
+                match &s.driver {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => s.driver = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            })
+            .await?;
+        }
+    }
+
+    /// Marks the sockets named by `events` ready and collects the wakers to wake.
+    fn deliver(&self, events: &[EpollEvent], wake: &mut Vec<Waker>) {
+        let mut s = self.state();
+        for event in events {
+            let Some(Some(slot)) = s.slots.get_mut(event.data() as usize) else { continue };
+            let flags = event.events();
+            for dir in [READ, WRITE] {
+                if flags.intersects(WAKES[dir]) {
+                    let d = &mut slot.dirs[dir];
+                    d.ready = true;
+                    d.closed |= flags.intersects(CLOSES[dir]);
+                    d.edges = d.edges.wrapping_add(1);
+                    wake.extend(d.waker.take());
                 }
             }
         }
@@ -157,8 +313,15 @@ impl AsFd for SetFd {
     }
 }
 
+/// What a wait is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Read = READ as isize,
+    Write = WRITE as isize,
+}
+
 /// A client socket in a [`Reactor`]'s set. Its reads and writes clear its readiness when they
-/// meet `WouldBlock`; [`Socket::poll_readable`] and [`Socket::poll_writable`] wait for the next edge.
+/// meet `WouldBlock`; [`Socket::poll_wait`] waits for the next edge or a deadline.
 pub struct Socket {
     stream: TcpStream,
     reactor: Arc<Reactor>,
@@ -225,41 +388,65 @@ impl Socket {
     }
 
     fn with<T>(&self, dir: usize, f: impl FnOnce(&mut Direction) -> T) -> T {
-        let mut s = self.reactor.slots();
-        f(&mut s.slots[self.key].as_mut().expect("a registered socket")[dir])
+        let mut s = self.reactor.state();
+        f(&mut s.slots[self.key].as_mut().expect("a registered socket").dirs[dir])
     }
 
-    fn poll_ready(&self, dir: usize, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with(dir, |d| {
+    /// Ready when an operation of `interest` may not meet `WouldBlock`, or once `deadline` (if
+    /// any) has passed, up to [`DEADLINE_GRAIN`] late. Readiness wins over a passed deadline.
+    pub fn poll_wait(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Ready>> {
+        let mut wake_driver = None;
+        {
+            let mut guard = self.reactor.state();
+            let State { slots, heap, queued, armed, rearm, driver, now, failed, .. } = &mut *guard;
+            if let Some((kind, message)) = failed {
+                return Poll::Ready(Err(io::Error::new(*kind, message.clone())));
+            }
+            let slot = slots[self.key].as_mut().expect("a registered socket");
+            let d = &mut slot.dirs[interest as usize];
             if d.ready {
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(Ready::Now));
+            }
+            if deadline.is_some_and(|deadline| now.is_some_and(|now| deadline <= now)) {
+                return Poll::Ready(Ok(Ready::TimedOut));
             }
             match &d.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => d.waker = Some(cx.waker().clone()),
             }
-            Poll::Pending
-        })
+            slot.deadline = deadline;
+            if let Some(deadline) = deadline.filter(|&dl| slot.queued.is_none_or(|q| dl < q)) {
+                if slot.queued.is_none() {
+                    *queued += 1;
+                }
+                slot.queued = Some(deadline);
+                heap.push(Reverse((deadline, self.key)));
+                // The driver's timer is set for later than this (or not at all): it must move.
+                let step = State::step(self.reactor.epoch, deadline);
+                if armed.is_none_or(|at| step < at) && !*rearm {
+                    *rearm = true;
+                    wake_driver = driver.clone();
+                }
+            }
+        }
+        if let Some(w) = wake_driver {
+            w.wake();
+        }
+        Poll::Pending
     }
 
-    /// Ready when a read may not meet `WouldBlock`.
-    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_ready(READ, cx)
-    }
-
-    /// Ready when a write may not meet `WouldBlock`.
-    pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_ready(WRITE, cx)
-    }
-
-    /// Waits until a read may not meet `WouldBlock`.
-    pub fn readable(&self) -> impl Future<Output = io::Result<()>> + '_ {
-        std::future::poll_fn(|cx| self.poll_readable(cx))
-    }
-
-    /// Waits until a write may not meet `WouldBlock`.
-    pub fn writable(&self) -> impl Future<Output = io::Result<()>> + '_ {
-        std::future::poll_fn(|cx| self.poll_writable(cx))
+    /// Waits until an operation of `interest` may not meet `WouldBlock`, or `deadline` passes.
+    pub fn wait(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = io::Result<Ready>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_wait(interest, deadline, cx))
     }
 }
 
@@ -269,7 +456,6 @@ impl Drop for Socket {
         self.reactor.release(self.key);
     }
 }
-
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
@@ -281,15 +467,30 @@ mod tests {
 
     /// Whether `socket` is readable now, without waiting.
     fn readable_now(socket: &Socket) -> bool {
-        future::block_on(future::poll_once(socket.readable())).is_some()
+        future::block_on(future::poll_once(socket.wait(Interest::Read, None))).is_some()
+    }
+
+    /// A connected pair on loopback: the client, and the server's end in `reactor`.
+    fn pair(reactor: &Arc<Reactor>) -> (TcpStream, Socket) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = listener.accept().unwrap().0;
+        accepted.set_nonblocking(true).unwrap();
+        (client, reactor.register(accepted).unwrap())
+    }
+
+    /// Runs `body` beside the reactor's driver.
+    fn with_driver(reactor: &Arc<Reactor>, body: impl Future<Output = ()>) {
+        smol::block_on(future::or(body, async {
+            reactor.clone().drive().await.unwrap();
+            unreachable!("the driver runs until dropped")
+        }));
     }
 
     #[test]
     fn readiness_is_cleared_by_a_drained_read_and_set_again_by_the_next_edge() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let reactor = Reactor::new().unwrap();
-        let socket = reactor.register(listener.accept().unwrap().0).unwrap();
+        let (mut client, socket) = pair(&reactor);
         let body = async {
             // Fresh: ready, so the first read is tried; it finds nothing and clears the flag.
             assert!(readable_now(&socket));
@@ -299,7 +500,7 @@ mod tests {
             for round in 0..3 {
                 client.write_all(b"TIME\r\n").unwrap();
                 // The edge reaches the waiting task through the driver.
-                future::or(socket.readable(), async {
+                future::or(socket.wait(Interest::Read, None), async {
                     smol::Timer::after(Duration::from_secs(10)).await;
                     panic!("round {round}: no edge")
                 })
@@ -317,7 +518,7 @@ mod tests {
             assert_eq!(socket.read_now(&mut buf).unwrap(), 6);
             // A read that fills the buffer may have left more: still ready.
             client.write_all(&[b'x'; 100]).unwrap();
-            socket.readable().await.unwrap();
+            socket.wait(Interest::Read, None).await.unwrap();
             assert_eq!(socket.read(&mut buf).unwrap(), 64);
             assert!(readable_now(&socket));
             assert_eq!(socket.read(&mut buf).unwrap(), 36);
@@ -326,15 +527,68 @@ mod tests {
             client.write_all(b"TIME\r\n").unwrap();
             client.shutdown(std::net::Shutdown::Write).unwrap();
             std::thread::sleep(Duration::from_millis(50));
-            socket.readable().await.unwrap();
+            socket.wait(Interest::Read, None).await.unwrap();
             smol::future::yield_now().await;
             assert_eq!(socket.read(&mut buf).unwrap(), 6);
             assert!(readable_now(&socket), "the FIN that came with the request was forgotten");
             assert_eq!(socket.read(&mut buf).unwrap(), 0);
         };
-        smol::block_on(future::or(body, async {
-            reactor.clone().drive().await.unwrap();
-            unreachable!("the driver runs until dropped")
-        }));
+        with_driver(&reactor, body);
+    }
+
+    #[test]
+    fn a_deadline_ends_a_wait_and_one_moved_later_is_kept_to_its_new_time() {
+        let reactor = Reactor::new().unwrap();
+        let (mut client, socket) = pair(&reactor);
+        let mut buf = [0u8; 64];
+        with_driver(&reactor, async {
+            assert_eq!(socket.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+            // Nothing comes: the wait ends at its deadline, not before, and not much after.
+            let start = Instant::now();
+            let ready = socket.wait(Interest::Read, Some(start + Duration::from_millis(100))).await.unwrap();
+            assert_eq!(ready, Ready::TimedOut);
+            let waited = start.elapsed();
+            assert!(waited >= Duration::from_millis(100), "ended early, after {waited:?}");
+            assert!(waited < Duration::from_secs(5), "ended late, after {waited:?}");
+            // A wait with a later deadline than the one queued: the first entry comes due,
+            // finds the new time, and is queued again for it.
+            let start = Instant::now();
+            let first = socket.wait(Interest::Read, Some(start + Duration::from_millis(50)));
+            assert!(future::poll_once(first).await.is_none());
+            let ready = socket.wait(Interest::Read, Some(start + Duration::from_millis(300))).await.unwrap();
+            assert_eq!(ready, Ready::TimedOut);
+            assert!(start.elapsed() >= Duration::from_millis(300), "ended after {:?}", start.elapsed());
+            // An earlier deadline than the one queued moves the driver's timer forward.
+            let start = Instant::now();
+            let far = socket.wait(Interest::Read, Some(start + Duration::from_secs(3600)));
+            assert!(future::poll_once(far).await.is_none());
+            let ready = socket.wait(Interest::Read, Some(start + Duration::from_millis(100))).await.unwrap();
+            assert_eq!(ready, Ready::TimedOut);
+            assert!(start.elapsed() < Duration::from_secs(5), "the earlier deadline was not kept");
+            // Readiness wins over a deadline.
+            client.write_all(b"TIME\r\n").unwrap();
+            let ready =
+                socket.wait(Interest::Read, Some(Instant::now() + Duration::from_secs(10))).await.unwrap();
+            assert_eq!(ready, Ready::Now);
+            assert_eq!(socket.read(&mut buf).unwrap(), 6);
+        });
+    }
+
+    #[test]
+    fn entries_of_closed_sockets_are_swept_out_of_the_heap() {
+        let reactor = Reactor::new().unwrap();
+        let far = Instant::now() + Duration::from_secs(3600);
+        // Each socket waits with a deadline an hour away, then closes, leaving its entry behind.
+        for _ in 0..3 * HEAP_SWEEP_MIN {
+            let (_client, socket) = pair(&reactor);
+            let _ = socket.read(&mut [0u8; 8]);
+            assert!(future::block_on(future::poll_once(socket.wait(Interest::Read, Some(far)))).is_none());
+        }
+        let mut wake = Vec::new();
+        let mut s = reactor.state();
+        assert_eq!(s.queued, 0);
+        s.expire(Instant::now(), &mut wake);
+        assert!(s.heap.len() <= HEAP_SWEEP_MIN, "{} stale entries kept", s.heap.len());
+        assert!(wake.is_empty());
     }
 }

@@ -372,7 +372,7 @@ async fn accept(listener: &Async<TcpListener>, backlog: &mut Backlog) -> io::Res
         if *backlog == Backlog::Empty {
             future::poll_fn(|cx| listener.poll_readable(cx)).await?;
         }
-        match listener.get_ref().accept() {
+        match sys::accept_nonblocking(listener.get_ref()) {
             Ok((stream, peer)) => {
                 *backlog = Backlog::Unknown;
                 return Ok((stream, peer));

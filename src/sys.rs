@@ -7,7 +7,10 @@
 //! SIOCSIFNETMASK, SIOCGIFFLAGS and SIOCSIFFLAGS, and SIOCADDRT (`jam init`, which has no `ip`
 //! command). Each block passes a request built on the stack that outlives the call, and says why
 //! that is sound beside it. Also `listen` itself, in [`set_backlog`]: nix's safe wrapper caps
-//! the queue at musl's `SOMAXCONN` of 128, which is the very figure the setting exists to raise. The rest of the crate denies `unsafe_code`; `main.rs` forbids it.
+//! the queue at musl's `SOMAXCONN` of 128, which is the very figure the setting exists to raise.
+//! And `accept4`, in [`accept_nonblocking`]: nix's safe wrapper does not return the client's
+//! address, which would cost a `getpeername` per connection. The rest of the crate denies
+//! `unsafe_code`; `main.rs` forbids it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -71,6 +74,49 @@ pub fn set_backlog(listener: &std::net::TcpListener, backlog: u32) -> io::Result
     // listener for the length of the call.
     let result = unsafe { nix::libc::listen(listener.as_raw_fd(), backlog) };
     Errno::result(result).map(drop).map_err(Into::into)
+}
+
+/// Accepts a client as a non-blocking socket, with its address: one `accept4`, where std's
+/// `accept` and then `set_nonblocking` take a second call (an `ioctl`) per connection.
+#[allow(unsafe_code)]
+pub fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    use nix::libc;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::FromRawFd;
+    // SAFETY: an all-zero sockaddr_storage is a valid value of that plain C struct.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the address buffer and its length live on this stack frame for the whole call,
+    // and the length tells the kernel the buffer's size; the descriptor is borrowed from a live
+    // listener.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&raw mut storage).cast::<libc::sockaddr>(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    let fd = Errno::result(fd)?;
+    // SAFETY: `accept4` returned a new descriptor that nothing else owns.
+    let stream = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let peer = match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel filled in a sockaddr_in, as the family says, which fits in the
+            // storage; read_unaligned makes no assumption about its alignment.
+            let a: libc::sockaddr_in = unsafe { std::ptr::read_unaligned((&raw const storage).cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let a: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned((&raw const storage).cast()) };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id))
+        }
+        family => return Err(io::Error::other(format!("accepted a socket of address family {family}"))),
+    };
+    Ok((stream, peer))
 }
 
 /// Starts a non-blocking TCP connection from `source` to `target`: binding before connecting is
