@@ -172,15 +172,8 @@ enum Event {
 
 impl Connection<'_> {
     async fn run(&mut self) -> Closed {
-        // A client that connects and sends at once (the lab's nc, a churn of short sessions)
-        // usually has its request waiting by the time the connection is served: read it now,
-        // before asking the reactor, which saves a wake-up and a timer per such connection.
-        match self.read_and_answer() {
-            Ok(Some(closed)) => return closed,
-            Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Closed::Error(e),
-        }
+        // No read before the first wait: the reactor reports a request that is already waiting
+        // as the socket's first edge, and one that is not yet here would cost a read for nothing.
         loop {
             // Replies owed go out before anything more is read: that is the backpressure.
             if !self.owed.is_empty() {

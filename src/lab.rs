@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use futures_lite::future;
-use smol::{Async, Executor, Timer};
+use smol::{Executor, Timer};
 
 use crate::client::{Session, Target};
 use crate::clock::{Clock, Zone};
@@ -58,11 +58,10 @@ impl Default for LabArgs {
 pub fn run(args: &LabArgs) -> Result<(), Error> {
     let zone = Zone::resolve(args.zone_flag.as_deref(), args.zone_env.as_deref())?;
     let bind = SocketAddr::from((SERVER, args.port));
-    let listener = Async::<TcpListener>::bind(bind).map_err(|e| {
+    let listener = TcpListener::bind(bind).map_err(|e| {
         Error::new(format!("cannot listen on {bind}: {e} (is a lab already running? try --port)"))
     })?;
     let port = listener
-        .get_ref()
         .local_addr()
         .map_err(|e| Error::new(format!("cannot read the port mesin1 listens on: {e}")))?
         .port();

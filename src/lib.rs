@@ -54,7 +54,7 @@ pub mod init;
 pub mod lab;
 pub mod log;
 pub mod protocol;
-mod reactor;
+pub mod reactor;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

@@ -26,14 +26,17 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use smol::{Async, Timer};
 
 /// Events taken from the kernel per `epoll_wait`; more are taken on the next turn.
@@ -53,7 +56,15 @@ pub struct Reactor {
     state: Mutex<State>,
     /// Deadlines are rounded up to [`DEADLINE_GRAIN`] steps counted from here.
     epoch: Instant,
+    /// In the set under [`NOTIFY_KEY`]: written to wake the thread waiting in the set in
+    /// [`Reactor::block_on`].
+    notify: EventFd,
+    /// Taken by the thread that waits in the set in [`Reactor::block_on`].
+    polling: AtomicBool,
 }
+
+/// The key of [`Reactor::notify`] in the set; sockets' keys are indices into the slots.
+const NOTIFY_KEY: u64 = u64::MAX;
 
 #[derive(Debug, Default)]
 struct State {
@@ -168,22 +179,40 @@ impl Reactor {
     /// A new, empty epoll set.
     pub fn new() -> io::Result<Arc<Reactor>> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        Ok(Arc::new(Reactor { epoll, state: Mutex::new(State::default()), epoch: Instant::now() }))
+        let notify = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        epoll.add(&notify, EpollEvent::new(EpollFlags::EPOLLIN, NOTIFY_KEY))?;
+        Ok(Arc::new(Reactor {
+            epoll,
+            state: Mutex::new(State::default()),
+            epoch: Instant::now(),
+            notify,
+            polling: AtomicBool::new(false),
+        }))
+    }
+
+    /// The error the reactor stopped on, if it did.
+    pub fn check(&self) -> io::Result<()> {
+        match &self.state().failed {
+            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            None => Ok(()),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds `stream` (which must be non-blocking) to the set, once for its whole life.
-    pub fn register(self: &Arc<Reactor>, stream: TcpStream) -> io::Result<Socket> {
+    /// Adds `stream` (a client's socket or the listener, which must be non-blocking) to the
+    /// set, once for its whole life.
+    pub fn register<T: AsFd>(self: &Arc<Reactor>, stream: T) -> io::Result<Socket<T>> {
         let key = {
             let mut s = self.state();
+            // Not yet readable: adding a socket to an edge-triggered set reports what is already
+            // waiting as a first edge, so no read is tried before there is something to read
+            // (a client that connects and then sends would otherwise cost a read that finds
+            // nothing). Writable: a new socket's send buffer is empty.
             let fresh = Slot {
-                dirs: [
-                    Direction { ready: true, ..Direction::default() },
-                    Direction { ready: true, ..Direction::default() },
-                ],
+                dirs: [Direction::default(), Direction { ready: true, ..Direction::default() }],
                 deadline: None,
                 queued: None,
             };
@@ -222,17 +251,22 @@ impl Reactor {
     pub async fn drive(self: Arc<Reactor>) -> io::Result<()> {
         let result = self.run().await;
         if let Err(e) = &result {
-            let mut wake = Vec::new();
-            {
-                let mut s = self.state();
-                s.failed = Some((e.kind(), e.to_string()));
-                for slot in s.slots.iter_mut().flatten() {
-                    wake.extend(slot.dirs.iter_mut().filter_map(|d| d.waker.take()));
-                }
-            }
-            wake.into_iter().for_each(Waker::wake);
+            self.fail(e);
         }
         result
+    }
+
+    /// Records that the reactor cannot go on, and wakes every waiting socket to meet the error.
+    fn fail(&self, e: &io::Error) {
+        let mut wake = Vec::new();
+        {
+            let mut s = self.state();
+            s.failed = Some((e.kind(), e.to_string()));
+            for slot in s.slots.iter_mut().flatten() {
+                wake.extend(slot.dirs.iter_mut().filter_map(|d| d.waker.take()));
+            }
+        }
+        wake.into_iter().for_each(Waker::wake);
     }
 
     async fn run(self: &Arc<Reactor>) -> io::Result<()> {
@@ -289,6 +323,10 @@ impl Reactor {
     fn deliver(&self, events: &[EpollEvent], wake: &mut Vec<Waker>) {
         let mut s = self.state();
         for event in events {
+            if event.data() == NOTIFY_KEY {
+                let _ = self.notify.read();
+                continue;
+            }
             let Some(Some(slot)) = s.slots.get_mut(event.data() as usize) else { continue };
             let flags = event.events();
             for dir in [READ, WRITE] {
@@ -300,6 +338,130 @@ impl Reactor {
                     wake.extend(d.waker.take());
                 }
             }
+        }
+    }
+}
+
+impl Reactor {
+    /// Runs `future` to completion on this thread, waiting in the reactor's own set whenever it
+    /// has nothing to do: `jam serve`'s executor threads, in place of `smol::block_on`.
+    ///
+    /// Under [`Reactor::drive`], each wait goes through async-io, whose every turn sets its
+    /// timer descriptor, re-arms it, waits, reads its eventfd and re-arms that, then re-arms the
+    /// set's descriptor and asks the set: seven system calls where one `epoll_wait` does. Here
+    /// the thread waits in the set itself, with the next deadline as its timeout. Sources still
+    /// in async-io (the signal-driven shutdown, the few timers outside connections) are driven by
+    /// async-io's own thread, and their wakers reach this one through [`Reactor::notify`]. With
+    /// several threads, one waits in the set and the others park until a task is theirs.
+    pub fn block_on<T>(self: &Arc<Reactor>, future: impl Future<Output = T>) -> T {
+        let parker = Arc::new(Parker {
+            thread: std::thread::current(),
+            notified: AtomicBool::new(true),
+            state: AtomicU8::new(RUNNING),
+            reactor: Arc::downgrade(self),
+        });
+        let waker = Waker::from(parker.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT];
+        let mut wake = Vec::with_capacity(EVENTS_PER_WAIT);
+        loop {
+            if parker.notified.swap(false, SeqCst) {
+                if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                    return output;
+                }
+                continue;
+            }
+            let failed = self.state().failed.is_some();
+            if failed || self.polling.compare_exchange(false, true, SeqCst, SeqCst).is_err() {
+                // Another thread waits in the set (or none can): park until woken.
+                parker.state.store(PARKED, SeqCst);
+                if !parker.notified.load(SeqCst) {
+                    std::thread::park();
+                }
+                parker.state.store(RUNNING, SeqCst);
+                continue;
+            }
+            // Deadlines that have passed first; their tasks are woken while this thread still
+            // counts as running, so that waking them costs no write to the eventfd.
+            let timeout = {
+                let mut s = self.state();
+                let now = Instant::now();
+                s.expire(now, &mut wake);
+                let next = s.heap.peek().map(|&Reverse((when, _))| State::step(self.epoch, when));
+                s.armed = next;
+                s.rearm = false;
+                match &s.driver {
+                    Some(w) if w.will_wake(&waker) => {}
+                    _ => s.driver = Some(waker.clone()),
+                }
+                next.map(|at| at.saturating_duration_since(now))
+            };
+            let result = if wake.is_empty() {
+                parker.state.store(POLLING, SeqCst);
+                // A wake that came before the state said so has set `notified` instead.
+                let result = if parker.notified.load(SeqCst) {
+                    Ok(0)
+                } else {
+                    let timeout = timeout.map_or(EpollTimeout::NONE, |t| {
+                        // Rounded up: epoll counts in milliseconds, and waking early would spin.
+                        EpollTimeout::try_from(t.as_micros().div_ceil(1000)).unwrap_or(EpollTimeout::MAX)
+                    });
+                    self.epoll.wait(&mut events, timeout)
+                };
+                parker.state.store(RUNNING, SeqCst);
+                result
+            } else {
+                self.epoll.wait(&mut events, EpollTimeout::ZERO)
+            };
+            self.polling.store(false, SeqCst);
+            match result {
+                Ok(n) => self.deliver(&events[..n], &mut wake),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    crate::error!("cannot wait for the clients' sockets any more: {e}; closing them");
+                    self.fail(&e);
+                }
+            }
+            wake.drain(..).for_each(Waker::wake);
+        }
+    }
+}
+
+/// What a thread in [`Reactor::block_on`] is doing, for its waker.
+const RUNNING: u8 = 0;
+const PARKED: u8 = 1;
+const POLLING: u8 = 2;
+
+/// A thread in [`Reactor::block_on`], and how to wake it.
+struct Parker {
+    thread: std::thread::Thread,
+    /// Woken since the thread last polled its future.
+    notified: AtomicBool,
+    /// [`RUNNING`], [`PARKED`] or [`POLLING`].
+    state: AtomicU8,
+    /// Weak: the reactor keeps this waker for its deadlines, and must not keep itself alive.
+    reactor: std::sync::Weak<Reactor>,
+}
+
+impl std::task::Wake for Parker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.notified.swap(true, SeqCst) {
+            return; // already woken, by whoever set the flag
+        }
+        match self.state.load(SeqCst) {
+            PARKED => self.thread.unpark(),
+            POLLING => {
+                if let Some(reactor) = self.reactor.upgrade() {
+                    let _ = reactor.notify.write(1);
+                }
+            }
+            _ => {} // running: it polls its future again before it waits
         }
     }
 }
@@ -316,28 +478,34 @@ impl AsFd for SetFd {
 /// What a wait is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interest {
+    /// Readable: data, the peer's FIN, or a client to accept.
     Read = READ as isize,
+    /// Writable: room in the send buffer.
     Write = WRITE as isize,
 }
 
 /// A client socket in a [`Reactor`]'s set. Its reads and writes clear its readiness when they
 /// meet `WouldBlock`; [`Socket::poll_wait`] waits for the next edge or a deadline.
-pub struct Socket {
-    stream: TcpStream,
+pub struct Socket<T: AsFd = TcpStream> {
+    stream: T,
     reactor: Arc<Reactor>,
     key: usize,
 }
 
-impl Socket {
-    /// The socket itself, for what needs no readiness (shutdown, addresses).
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.stream
+impl Socket<TcpListener> {
+    /// Accepts a client, as a non-blocking socket: `WouldBlock` when none is waiting.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        self.op(READ, false, crate::sys::accept_nonblocking, |result| {
+            result.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock)
+        })
     }
+}
 
+impl Socket<TcpStream> {
     /// A non-blocking read: `WouldBlock` when nothing is waiting.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
-        self.op(READ, len, false, |mut s| s.read(buf))
+        self.op(READ, false, |mut s| s.read(buf), drained(len))
     }
 
     /// [`Socket::read`], asking the kernel even when no edge has been seen since the last read
@@ -345,39 +513,53 @@ impl Socket {
     /// edge may still be on its way.
     pub fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
-        self.op(READ, len, true, |mut s| s.read(buf))
+        self.op(READ, true, |mut s| s.read(buf), drained(len))
     }
 
     /// A non-blocking write: `WouldBlock` when the kernel's send buffer is full.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.op(WRITE, buf.len(), false, |mut s| s.write(buf))
+        self.op(WRITE, false, |mut s| s.write(buf), drained(buf.len()))
+    }
+}
+
+/// Whether a read or a write of `len` bytes took all there was: see [`Socket::op`].
+fn drained(len: usize) -> impl FnOnce(&io::Result<usize>) -> bool {
+    move |result| match result {
+        Ok(n) => *n > 0 && *n < len,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
+impl<T: AsFd> Socket<T> {
+    /// The socket itself, for what needs no readiness (shutdown, addresses).
+    pub fn get_ref(&self) -> &T {
+        &self.stream
     }
 
-    /// Runs a read or a write of `len` bytes and keeps the readiness flag in step. The flag is
-    /// cleared by `WouldBlock`, and also by a short transfer (some bytes, fewer than asked): a
-    /// read that did not fill the buffer took everything the kernel had, and a write that did
-    /// not empty it filled the send buffer, so the next attempt would only meet `WouldBlock`
-    /// (a second system call per request). Whatever arrives or frees up after the transfer
-    /// raises a new edge, which sets the flag again.
+    /// Runs an operation in direction `dir` and keeps the readiness flag in step. The flag is
+    /// cleared when `drained` says the operation took all there was: `WouldBlock`, and also a
+    /// short transfer (some bytes, fewer than asked): a read that did not fill the buffer took
+    /// everything the kernel had, and a write that did not empty it filled the send buffer, so
+    /// the next attempt would only meet `WouldBlock` (a second system call per request).
+    /// Whatever arrives or frees up after the operation raises a new edge, which sets the flag
+    /// again.
     ///
     /// While the flag is clear, no system call is made at all (unless `force`): the kernel has
     /// nothing new, or an edge is on its way that will set the flag and wake the waiting task.
-    fn op(
+    /// For the listener that matters too: a failed `accept4` is not cheap (Linux allocates the
+    /// new socket's file before it finds the queue empty).
+    fn op<R>(
         &self,
         dir: usize,
-        len: usize,
         force: bool,
-        f: impl FnOnce(&TcpStream) -> io::Result<usize>,
-    ) -> io::Result<usize> {
+        f: impl FnOnce(&T) -> io::Result<R>,
+        drained: impl FnOnce(&io::Result<R>) -> bool,
+    ) -> io::Result<R> {
         let Some(edges) = self.with(dir, |d| (d.ready || force).then_some(d.edges)) else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
         let result = f(&self.stream);
-        let drained = match &result {
-            Ok(n) => *n > 0 && *n < len,
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-        };
-        if drained {
+        if drained(&result) {
             self.with(dir, |d| {
                 if d.edges == edges && !d.closed {
                     d.ready = false;
@@ -387,7 +569,7 @@ impl Socket {
         result
     }
 
-    fn with<T>(&self, dir: usize, f: impl FnOnce(&mut Direction) -> T) -> T {
+    fn with<R>(&self, dir: usize, f: impl FnOnce(&mut Direction) -> R) -> R {
         let mut s = self.reactor.state();
         f(&mut s.slots[self.key].as_mut().expect("a registered socket").dirs[dir])
     }
@@ -450,7 +632,7 @@ impl Socket {
     }
 }
 
-impl Drop for Socket {
+impl<T: AsFd> Drop for Socket<T> {
     fn drop(&mut self) {
         // Closing the socket removes it from the set; the slot is freed for the next one.
         self.reactor.release(self.key);
@@ -492,11 +674,12 @@ mod tests {
         let reactor = Reactor::new().unwrap();
         let (mut client, socket) = pair(&reactor);
         let body = async {
-            // Fresh: ready, so the first read is tried; it finds nothing and clears the flag.
-            assert!(readable_now(&socket));
+            // Fresh: not readable until an edge says so, and no read is tried.
+            assert!(!readable_now(&socket));
             let mut buf = [0u8; 64];
             assert_eq!(socket.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
-            assert!(!readable_now(&socket));
+            // Writable at once.
+            assert!(future::block_on(future::poll_once(socket.wait(Interest::Write, None))).is_some());
             for round in 0..3 {
                 client.write_all(b"TIME\r\n").unwrap();
                 // The edge reaches the waiting task through the driver.

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures_lite::future;
-use smol::{Async, Executor, Timer};
+use smol::{Executor, Timer};
 
 use crate::clock::{Clock, Zone};
 use crate::connection;
 use crate::log::{self, Level};
 use crate::protocol::{self, DEFAULT_PORT};
-use crate::reactor::Reactor;
+use crate::reactor::{Interest, Reactor, Socket};
 use crate::settings::{self, env_override};
 use crate::shutdown::Shutdown;
 use crate::{Error, debug, error, info, notice, sys, warn};
@@ -165,9 +165,13 @@ impl Drop for Active {
 
 /// Serves `listener` on `ex` until `shutdown` is triggered, then stops accepting, tells every
 /// connection, and waits up to the grace period for them to finish.
+///
+/// Runs under any `block_on`: the sockets' readiness reaches the executor through async-io (a
+/// task runs [`Reactor::drive`]). `jam serve` itself runs [`serve_in`] under
+/// [`Reactor::block_on`], which waits for the sockets directly.
 pub async fn serve(
     ex: &Executor<'_>,
-    listener: Async<TcpListener>,
+    listener: TcpListener,
     clock: Clock,
     limits: Limits,
     shutdown: Shutdown,
@@ -177,12 +181,31 @@ pub async fn serve(
         let reactor = reactor.clone();
         async move {
             if let Err(e) = reactor.drive().await {
-                error!(
-                    "cannot wait for the clients' sockets any more: {e}; they are closed at their timeouts"
-                );
+                error!("cannot wait for the clients' sockets any more: {e}; closing them");
             }
         }
     });
+    let stats = serve_in(ex, &reactor, listener, clock, limits, shutdown).await;
+    drop(driver);
+    stats
+}
+
+/// [`serve`] with the sockets in `reactor`, which the caller drives: with a task running
+/// [`Reactor::drive`], or by running the executor under [`Reactor::block_on`].
+pub async fn serve_in(
+    ex: &Executor<'_>,
+    reactor: &Arc<Reactor>,
+    listener: TcpListener,
+    clock: Clock,
+    limits: Limits,
+    shutdown: Shutdown,
+) -> io::Result<Stats> {
+    // Replies are single small writes that should leave at once, not wait for Nagle.
+    if let Err(e) = sys::set_nodelay_for_accepted(&listener) {
+        warn!("cannot set TCP_NODELAY: {e}; replies may be delayed");
+    }
+    listener.set_nonblocking(true)?;
+    let listener = reactor.register(listener)?;
     let shared = Arc::new(Shared {
         clock,
         limits,
@@ -191,18 +214,13 @@ pub async fn serve(
         per_address: Mutex::new(HashMap::new()),
         refusing: AtomicUsize::new(0),
         drained: Event::new(),
-        reactor,
+        reactor: reactor.clone(),
     });
     let mut stats = Stats::default();
     let mut out_of_fds = false;
-    // Replies are single small writes that should leave at once, not wait for Nagle.
-    if let Err(e) = sys::set_nodelay_for_accepted(listener.get_ref()) {
-        warn!("cannot set TCP_NODELAY: {e}; replies may be delayed");
-    }
-    let mut backlog = Backlog::Unknown;
     let mut refusals = RefusalLog { last: None, quiet: 0 };
     loop {
-        let accepted = future::or(async { Some(accept(&listener, &mut backlog).await) }, async {
+        let accepted = future::or(async { Some(accept(&listener).await) }, async {
             shutdown.wait().await;
             None
         })
@@ -233,8 +251,12 @@ pub async fn serve(
                 )
                 .await;
             }
-            // The client went away between connecting and being accepted, and the like.
-            Some(Err(e)) => debug!("accept: {e}"),
+            // The client went away between connecting and being accepted, and the like; unless
+            // the reactor itself has failed, when nothing can be served any more.
+            Some(Err(e)) => {
+                reactor.check()?;
+                debug!("accept: {e}");
+            }
         }
     }
     drop(listener);
@@ -262,7 +284,6 @@ pub async fn serve(
         stats.cut_off = shared.active.load(Ordering::SeqCst);
         warn!("{} connection(s) still open after the grace period; closing them", stats.cut_off);
     }
-    drop(driver);
     Ok(stats)
 }
 
@@ -351,39 +372,17 @@ impl RefusalLog {
     }
 }
 
-/// Whether more clients may be waiting to be accepted.
-#[derive(Clone, Copy, PartialEq)]
-enum Backlog {
-    /// The last accept took a client: there may be more, so try before waiting.
-    Unknown,
-    /// The last accept found none: wait for the listener to be readable first.
-    Empty,
-}
-
-/// Accepts the next client.
-///
-/// Not async-io's `accept`, which tries `accept4` again each time it is polled: the accept loop
-/// is the future the executor thread runs, polled whenever that thread wakes for any of its
-/// connections, and a failed `accept4` is not cheap (Linux allocates the new socket's file
-/// before it finds the queue empty): perf put it at 1.5 to 2.5% of the server's CPU under
-/// request-response. Here a wake-up costs nothing until the listener is readable.
-async fn accept(listener: &Async<TcpListener>, backlog: &mut Backlog) -> io::Result<(TcpStream, SocketAddr)> {
+/// Accepts the next client, waiting in the reactor while none is queued. The listener's
+/// readiness is kept like a client socket's: no `accept4` is tried until an edge says a client
+/// may be waiting (a failed one is not cheap: Linux allocates the new socket's file before it
+/// finds the queue empty; perf put async-io's retries at 1.5 to 2.5% of the server's CPU).
+async fn accept(listener: &Socket<TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
     loop {
-        if *backlog == Backlog::Empty {
-            future::poll_fn(|cx| listener.poll_readable(cx)).await?;
-        }
-        match sys::accept_nonblocking(listener.get_ref()) {
-            Ok((stream, peer)) => {
-                *backlog = Backlog::Unknown;
-                return Ok((stream, peer));
+        match listener.accept() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                listener.wait(Interest::Read, None).await?;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *backlog = Backlog::Empty,
-            // After an error (out of descriptors, a client gone before it was taken) the
-            // caller's next call tries again at once.
-            Err(e) => {
-                *backlog = Backlog::Unknown;
-                return Err(e);
-            }
+            result => return result,
         }
     }
 }
@@ -480,7 +479,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         );
         limits.max_connections = fd_capacity;
     }
-    let listener = Async::<TcpListener>::bind(config.listen).map_err(|e| {
+    let listener = TcpListener::bind(config.listen).map_err(|e| {
         let hint = if e.kind() == io::ErrorKind::AddrInUse {
             " (is another server already listening there?)"
         } else {
@@ -488,7 +487,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         };
         Error::new(format!("cannot listen on {}: {e}{hint}", config.listen))
     })?;
-    sys::set_backlog(listener.get_ref(), config.backlog)
+    sys::set_backlog(&listener, config.backlog)
         .map_err(|e| Error::new(format!("cannot set the listen backlog to {}: {e}", config.backlog)))?;
     let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok();
     if let Some(cap) =
@@ -496,7 +495,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
     {
         warn!("the kernel caps the listen backlog at {cap} (net.core.somaxconn), not {}", config.backlog);
     }
-    let local = listener.get_ref().local_addr().map_err(|e| {
+    let local = listener.local_addr().map_err(|e| {
         Error::new(format!("cannot read the address of the socket bound to {}: {e}", config.listen))
     })?;
     let threads = config.threads.max(1);
@@ -517,17 +516,19 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
     );
 
     let ex = Executor::new();
+    let reactor = Reactor::new().map_err(|e| Error::new(format!("cannot start the reactor: {e}")))?;
     let stats = thread::scope(|scope| {
         let done = Shutdown::new();
         for i in 1..threads {
-            let (ex, done) = (&ex, done.clone());
+            let (ex, done, reactor) = (&ex, done.clone(), &reactor);
             thread::Builder::new()
                 .name(format!("jam-worker-{i}"))
-                .spawn_scoped(scope, move || smol::block_on(ex.run(done.wait())))
+                .spawn_scoped(scope, move || reactor.block_on(ex.run(done.wait())))
                 .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
         }
-        let stats = smol::block_on(ex.run(serve(&ex, listener, Clock::new(zone), limits, shutdown)))
-            .map_err(|e| Error::new(format!("cannot serve: {e}")))?;
+        let serving = serve_in(&ex, &reactor, listener, Clock::new(zone), limits, shutdown);
+        let stats =
+            reactor.block_on(ex.run(serving)).map_err(|e| Error::new(format!("cannot serve: {e}")))?;
         done.trigger();
         Ok::<Stats, Error>(stats)
     })?;

@@ -8,9 +8,10 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use jam::clock::{Clock, Zone};
+use jam::reactor::Reactor;
 use jam::server::{self, Limits, Stats};
 use jam::shutdown::Shutdown;
-use smol::{Async, Executor};
+use smol::Executor;
 
 /// Generous bound on any single wait: catches hangs, asserts no speed.
 pub const HANG: Duration = Duration::from_secs(20);
@@ -66,21 +67,23 @@ impl TestServer {
 
     pub fn start_on(bind: SocketAddr, limits: Limits) -> TestServer {
         jam::log::set_level(jam::log::Level::Off);
-        let listener = Async::<TcpListener>::bind(bind).expect("bind");
-        let addr = listener.get_ref().local_addr().unwrap();
+        let listener = TcpListener::bind(bind).expect("bind");
+        let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
         let thread = thread::spawn(move || {
             let ex = Arc::new(Executor::new());
-            // A second executor thread, as in `jam serve` on two cores.
+            let reactor = Reactor::new().expect("reactor");
+            // A second executor thread, as in `jam serve --threads 2`: one waits in the reactor
+            // while the other parks, and tasks move between them.
             let done = Shutdown::new();
             let helper = {
-                let (ex, done) = (ex.clone(), done.clone());
-                thread::spawn(move || smol::block_on(ex.run(done.wait())))
+                let (ex, done, reactor) = (ex.clone(), done.clone(), reactor.clone());
+                thread::spawn(move || reactor.block_on(ex.run(done.wait())))
             };
             let clock = Clock::new(Zone::utc());
-            let stats =
-                smol::block_on(ex.run(server::serve(&ex, listener, clock, limits, stop))).expect("serve");
+            let serving = server::serve_in(&ex, &reactor, listener, clock, limits, stop);
+            let stats = reactor.block_on(ex.run(serving)).expect("serve");
             done.trigger();
             helper.join().unwrap();
             stats
