@@ -16,6 +16,7 @@ use smol::{Executor, Timer};
 use crate::client::{Session, Target};
 use crate::clock::{Clock, Zone};
 use crate::protocol::DEFAULT_PORT;
+use crate::reactor::Reactor;
 use crate::server::{self, Limits};
 use crate::settings::show;
 use crate::shutdown::Shutdown;
@@ -75,16 +76,19 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
 
     let target = Target { host: SERVER.to_string(), port };
     let ex = Executor::new();
+    let reactor = Reactor::new().map_err(|e| Error::new(format!("cannot start the reactor: {e}")))?;
     let shutdown = Shutdown::new();
     let (served, results) = thread::scope(|scope| {
         // A second executor thread, as `jam serve --threads 2` runs: the lab's server and
-        // clients share the executor, and their tasks move between the two threads.
+        // clients share the executor, and their tasks move between the two threads. The
+        // clients' sockets are async-io's, which its own thread drives.
         let done = Shutdown::new();
         let helper = {
-            let (ex, done) = (&ex, done.clone());
-            scope.spawn(move || smol::block_on(ex.run(done.wait())))
+            let (ex, done, reactor) = (&ex, done.clone(), &reactor);
+            scope.spawn(move || reactor.block_on(ex.run(done.wait())))
         };
-        let serving = server::serve(&ex, listener, Clock::new(zone), Limits::default(), shutdown.clone());
+        let serving =
+            server::serve(&ex, &reactor, listener, Clock::new(zone), Limits::default(), shutdown.clone());
         let clients = async {
             let [(a, a_ip), (b, b_ip)] = CLIENTS;
             let results =
@@ -93,7 +97,7 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
             shutdown.trigger();
             results
         };
-        let (served, results) = smol::block_on(ex.run(future::zip(serving, clients)));
+        let (served, results) = reactor.block_on(ex.run(future::zip(serving, clients)));
         done.trigger();
         let _ = helper.join();
         (served, results)

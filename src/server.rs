@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures_lite::future;
-use smol::{Executor, Timer};
+use smol::Executor;
 
 use crate::clock::{Clock, Zone};
 use crate::connection;
@@ -29,7 +29,7 @@ use crate::protocol::{self, DEFAULT_PORT};
 use crate::reactor::{Interest, Reactor, Socket};
 use crate::settings::{self, env_override};
 use crate::shutdown::Shutdown;
-use crate::{Error, debug, error, info, notice, sys, warn};
+use crate::{Error, debug, info, notice, sys, warn};
 
 /// Connections served at once; past it a new client gets `ERROR server busy`. Also capped by the
 /// open-files limit less [`RESERVED_FDS`].
@@ -166,33 +166,9 @@ impl Drop for Active {
 /// Serves `listener` on `ex` until `shutdown` is triggered, then stops accepting, tells every
 /// connection, and waits up to the grace period for them to finish.
 ///
-/// Runs under any `block_on`: the sockets' readiness reaches the executor through async-io (a
-/// task runs [`Reactor::drive`]). `jam serve` itself runs [`serve_in`] under
-/// [`Reactor::block_on`], which waits for the sockets directly.
+/// The sockets go into `reactor`, so the executor's threads must run under
+/// [`Reactor::block_on`], which is what delivers their readiness and deadlines.
 pub async fn serve(
-    ex: &Executor<'_>,
-    listener: TcpListener,
-    clock: Clock,
-    limits: Limits,
-    shutdown: Shutdown,
-) -> io::Result<Stats> {
-    let reactor = Reactor::new()?;
-    let driver = ex.spawn({
-        let reactor = reactor.clone();
-        async move {
-            if let Err(e) = reactor.drive().await {
-                error!("cannot wait for the clients' sockets any more: {e}; closing them");
-            }
-        }
-    });
-    let stats = serve_in(ex, &reactor, listener, clock, limits, shutdown).await;
-    drop(driver);
-    stats
-}
-
-/// [`serve`] with the sockets in `reactor`, which the caller drives: with a task running
-/// [`Reactor::drive`], or by running the executor under [`Reactor::block_on`].
-pub async fn serve_in(
     ex: &Executor<'_>,
     reactor: &Arc<Reactor>,
     listener: TcpListener,
@@ -243,13 +219,7 @@ pub async fn serve_in(
                     );
                     out_of_fds = true;
                 }
-                future::or(
-                    async {
-                        Timer::after(ACCEPT_BACKOFF).await;
-                    },
-                    shutdown.wait(),
-                )
-                .await;
+                future::or(reactor.sleep_until(Instant::now() + ACCEPT_BACKOFF), shutdown.wait()).await;
             }
             // The client went away between connecting and being accepted, and the like; unless
             // the reactor itself has failed, when nothing can be served any more.
@@ -276,7 +246,7 @@ pub async fn serve_in(
         }
     };
     let finished = future::or(drained, async {
-        Timer::after(shared.limits.grace).await;
+        reactor.sleep_until(Instant::now() + shared.limits.grace).await;
         false
     })
     .await;
@@ -526,7 +496,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
                 .spawn_scoped(scope, move || reactor.block_on(ex.run(done.wait())))
                 .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
         }
-        let serving = serve_in(&ex, &reactor, listener, Clock::new(zone), limits, shutdown);
+        let serving = serve(&ex, &reactor, listener, Clock::new(zone), limits, shutdown);
         let stats =
             reactor.block_on(ex.run(serving)).map_err(|e| Error::new(format!("cannot serve: {e}")))?;
         done.trigger();

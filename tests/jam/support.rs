@@ -82,7 +82,7 @@ impl TestServer {
                 thread::spawn(move || reactor.block_on(ex.run(done.wait())))
             };
             let clock = Clock::new(Zone::utc());
-            let serving = server::serve_in(&ex, &reactor, listener, clock, limits, stop);
+            let serving = server::serve(&ex, &reactor, listener, clock, limits, stop);
             let stats = reactor.block_on(ex.run(serving)).expect("serve");
             done.trigger();
             helper.join().unwrap();
