@@ -128,6 +128,7 @@ thread_local! {
 
 /// Serves one client until it quits, breaks a rule, goes quiet, or the server stops.
 pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Shutdown) -> Summary {
+    let stop = shutdown;
     let shutdown = shutdown.listen();
     let mut conn = Connection {
         stream: &stream,
@@ -138,7 +139,9 @@ pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Sh
         requests: 0,
         last_progress: Instant::now(),
         line_started: None,
+        stop,
         shutdown,
+        listening: None,
     };
     // No listener means the stop came first.
     let closed = if conn.shutdown.is_none() { Closed::Shutdown } else { conn.run().await };
@@ -161,7 +164,12 @@ struct Connection<'a> {
     last_progress: Instant,
     /// When the unfinished line in `pending` began.
     line_started: Option<Instant>,
+    stop: &'a Shutdown,
+    /// Hears the server's stop; `None` once it has.
     shutdown: Option<EventListener>,
+    /// The waker `shutdown` was last polled with: polling it again takes a lock, and is needed
+    /// only for a new waker, since the stop itself is seen in `stop`.
+    listening: Option<std::task::Waker>,
 }
 
 enum Event {
@@ -215,7 +223,12 @@ impl Connection<'_> {
         let deadline = self.deadline();
         future::poll_fn(|cx| {
             if let Some(listener) = &mut self.shutdown {
-                if Pin::new(listener).poll(cx).is_ready() {
+                let heard = self.stop.is_triggered()
+                    || !self.listening.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && {
+                        self.listening = Some(cx.waker().clone());
+                        Pin::new(listener).poll(cx).is_ready()
+                    };
+                if heard {
                     self.shutdown = None;
                     return Poll::Ready(Ok(Event::Shutdown));
                 }
