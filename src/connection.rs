@@ -20,11 +20,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::Shutdown as Direction;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use event_listener::EventListener;
 use futures_lite::future;
 
 use crate::clock::Clock;
@@ -128,8 +125,6 @@ thread_local! {
 
 /// Serves one client until it quits, breaks a rule, goes quiet, or the server stops.
 pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Shutdown) -> Summary {
-    let stop = shutdown;
-    let shutdown = shutdown.listen();
     let mut conn = Connection {
         stream: &stream,
         clock,
@@ -139,12 +134,9 @@ pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Sh
         requests: 0,
         last_progress: Instant::now(),
         line_started: None,
-        stop,
         shutdown,
-        listening: None,
     };
-    // No listener means the stop came first.
-    let closed = if conn.shutdown.is_none() { Closed::Shutdown } else { conn.run().await };
+    let closed = if shutdown.is_triggered() { Closed::Shutdown } else { conn.run().await };
     // Boxed: the closing steps (the final flush, the linger) are needed once, at the end, and
     // would otherwise make every connection's task as large as they are for all of its life.
     Box::pin(conn.close(&closed)).await;
@@ -164,12 +156,9 @@ struct Connection<'a> {
     last_progress: Instant,
     /// When the unfinished line in `pending` began.
     line_started: Option<Instant>,
-    stop: &'a Shutdown,
-    /// Hears the server's stop; `None` once it has.
-    shutdown: Option<EventListener>,
-    /// The waker `shutdown` was last polled with: polling it again takes a lock, and is needed
-    /// only for a new waker, since the stop itself is seen in `stop`.
-    listening: Option<std::task::Waker>,
+    /// The server's stop: seen here by a connection that is busy, and through the reactor
+    /// (which the server stops too) by one that waits.
+    shutdown: &'a Shutdown,
 }
 
 enum Event {
@@ -221,23 +210,16 @@ impl Connection<'_> {
     /// Waits until the socket is ready for `interest`, a deadline passes, or the server stops.
     async fn wait(&mut self, interest: Interest) -> io::Result<Event> {
         let deadline = self.deadline();
+        if self.shutdown.is_triggered() {
+            return Ok(Event::Shutdown);
+        }
         future::poll_fn(|cx| {
-            if let Some(listener) = &mut self.shutdown {
-                let heard = self.stop.is_triggered()
-                    || !self.listening.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && {
-                        self.listening = Some(cx.waker().clone());
-                        Pin::new(listener).poll(cx).is_ready()
-                    };
-                if heard {
-                    self.shutdown = None;
-                    return Poll::Ready(Ok(Event::Shutdown));
-                }
-            }
             // Readiness wins: it is progress, except for a line that is not finished in time,
             // which is checked here instead.
-            self.stream.poll_wait(interest, Some(deadline), cx).map_ok(|ready| match ready {
+            self.stream.poll_wait_or_stop(interest, Some(deadline), cx).map_ok(|ready| match ready {
                 Ready::Now if !self.line_late() => Event::Ready,
                 Ready::Now | Ready::TimedOut => Event::Deadline,
+                Ready::Stopped => Event::Shutdown,
             })
         })
         .await

@@ -85,6 +85,8 @@ struct State {
     now: Option<Instant>,
     /// Waiting in the set failed with this error: every wait fails with it.
     failed: Option<(io::ErrorKind, String)>,
+    /// [`Reactor::stop`] was called.
+    stopped: bool,
 }
 
 #[derive(Debug)]
@@ -128,6 +130,8 @@ pub enum Ready {
     Now,
     /// The deadline passed first.
     TimedOut,
+    /// The reactor was stopped ([`Reactor::stop`]); only [`Socket::poll_wait_or_stop`] says so.
+    Stopped,
 }
 
 impl State {
@@ -310,6 +314,22 @@ impl Reactor {
         }
         s.slots[key] = None;
         s.free.push(key);
+    }
+
+    /// Ends every wait made with [`Socket::poll_wait_or_stop`], now and later, with
+    /// [`Ready::Stopped`]: the server's stop, heard by every connection without each holding a
+    /// listener of its own (which costs an allocation and two locks a connection). Other waits
+    /// (a connection's last replies and linger) go on.
+    pub fn stop(&self) {
+        let mut wake = Vec::new();
+        {
+            let mut s = self.state();
+            s.stopped = true;
+            for slot in s.slots.iter_mut().flatten() {
+                wake.extend(slot.dirs.iter_mut().filter_map(|d| d.waker.take()));
+            }
+        }
+        wake.into_iter().for_each(Waker::wake);
     }
 
     /// Records that the reactor cannot go on, and wakes every waiting socket to meet the error.
@@ -635,6 +655,27 @@ impl<T: AsFd> Socket<T> {
         deadline: Option<Instant>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Ready>> {
+        self.poll(interest, deadline, false, cx)
+    }
+
+    /// [`Socket::poll_wait`], which also ends with [`Ready::Stopped`] once the reactor is
+    /// stopped (readiness still wins).
+    pub fn poll_wait_or_stop(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Ready>> {
+        self.poll(interest, deadline, true, cx)
+    }
+
+    fn poll(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        stoppable: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Ready>> {
         // Readiness seen under the lock stays true until one of this socket's own operations
         // drains it, so the hint is enough to say so.
         if self.hints[interest as usize].load(Relaxed) & HINT_READY != 0 {
@@ -648,6 +689,10 @@ impl<T: AsFd> Socket<T> {
             }
             if self.sync(&mut guard, interest as usize).ready {
                 return Poll::Ready(Ok(Ready::Now));
+            }
+            // Checked under the same lock as `stop` sets it: a wait cannot slip in between.
+            if stoppable && guard.stopped {
+                return Poll::Ready(Ok(Ready::Stopped));
             }
             guard.park(self.reactor.epoch, self.key, interest as usize, deadline, cx, &mut wake_driver)
         };
@@ -780,6 +825,35 @@ mod tests {
             assert_eq!(ready, Ready::Now);
             assert_eq!(socket.read(&mut buf).unwrap(), 6);
         });
+    }
+
+    #[test]
+    fn stop_ends_the_waits_that_ask_for_it_and_only_those() {
+        let reactor = Reactor::new().unwrap();
+        let (_client, socket) = pair(&reactor);
+        let far = Some(Instant::now() + Duration::from_secs(3600));
+        let or_stop = || std::future::poll_fn(|cx| socket.poll_wait_or_stop(Interest::Read, far, cx));
+        let stopper = {
+            let reactor = reactor.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                reactor.stop();
+            })
+        };
+        reactor.block_on(async {
+            // Waiting in the set when the stop comes from another thread: woken, and told.
+            let hang = async {
+                reactor.sleep_until(Instant::now() + Duration::from_secs(10)).await;
+                panic!("the stop did not end the wait");
+            };
+            // (The check for a hang first: the flag alone would satisfy the wait once polled.)
+            assert_eq!(future::or(hang, or_stop()).await.unwrap(), Ready::Stopped);
+            // Waiting after it: told at once.
+            assert_eq!(or_stop().await.unwrap(), Ready::Stopped);
+            // A wait that does not ask for it goes on.
+            assert!(future::poll_once(socket.wait(Interest::Read, far)).await.is_none());
+        });
+        stopper.join().unwrap();
     }
 
     #[test]

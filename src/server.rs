@@ -230,6 +230,8 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // Every connection that waits hears the stop now; a busy one at its next wait.
+    reactor.stop();
 
     let open = shared.active.load(Ordering::SeqCst);
     notice!(
