@@ -10,7 +10,7 @@
 //! turn, as the floor (bench/floor.c) does. docs/PERFORMANCE.md has the measurements.
 //!
 //! Edge-triggered readiness is kept per socket as two flags. The kernel reports an edge once, so
-//! a flag is cleared only by an operation that found nothing more (see [`Socket::op`]), and only
+//! a flag is cleared only by an operation that found nothing more (see `Socket::op`), and only
 //! if no edge arrived while that operation was under way (each edge bumps a counter the
 //! operation compares).
 //!
@@ -379,7 +379,7 @@ impl Reactor {
     /// third `epoll_ctl` and a second wait besides. Here a turn is one `epoll_wait`, with the
     /// next deadline as its timeout. Wakers from other threads (the signal thread's shutdown,
     /// async-io's sources, such as `jam lab`'s clients, which async-io's own thread drives) reach
-    /// the waiting thread through [`Reactor::notify`]. With several threads, one waits in the set
+    /// the waiting thread through the set's eventfd. With several threads, one waits in the set
     /// and the others park until a task is theirs.
     pub fn block_on<T>(self: &Arc<Reactor>, future: impl Future<Output = T>) -> T {
         let mut future = std::pin::pin!(future);

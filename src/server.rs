@@ -1,14 +1,15 @@
 //! The time server: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
 //!
-//! [`serve`] takes a bound listener, an executor and a [`Shutdown`]: tests bind `127.0.0.1:0`,
-//! read the port back and stop the server by triggering the shutdown. [`run`] is `jam serve`:
-//! it adds what is process-wide (signals, the open-files limit, the executor threads).
+//! [`serve`] takes a bound listener, an executor, the [`Reactor`] its threads run under and a
+//! [`Shutdown`]: tests bind `127.0.0.1:0`, read the port back and stop the server by triggering
+//! the shutdown. [`run`] is `jam serve`: it adds what is process-wide (signals, the open-files
+//! limit, the executor threads).
 //!
 //! Executor design: one `smol::Executor`, run by [`DEFAULT_THREADS`] (one) thread unless
-//! `--threads` asks for more. Connections are tasks that never block, so a slow or busy client
-//! never holds up the others; with more threads any of them may run any connection, and
-//! async-io's reactor is driven by whichever thread is idle. docs/PERFORMANCE.md has the
-//! measurements behind the default.
+//! `--threads` asks for more, each under [`Reactor::block_on`]. Connections are tasks that never
+//! block, so a slow or busy client never holds up the others; with more threads any of them may
+//! run any connection, and whichever thread is idle waits in the reactor's epoll set.
+//! docs/PERFORMANCE.md has the measurements behind the default.
 
 use std::collections::HashMap;
 use std::io;
