@@ -427,7 +427,9 @@ pub fn refuse_at_once(stream: Socket, line: &'static [u8]) {
     let _ = stream.get_ref().shutdown(Direction::Write);
     let mut discarded = 0;
     while discarded < LINGER_DISCARD {
-        match SCRATCH.with_borrow_mut(|s| stream.read(&mut s.input)) {
+        // Asking the kernel: the reactor has not yet had a turn to report this fresh socket's
+        // first edge, so its flag cannot say whether anything arrived.
+        match SCRATCH.with_borrow_mut(|s| stream.read_now(&mut s.input)) {
             Ok(n) if n > 0 => discarded += n,
             _ => break,
         }
@@ -501,5 +503,25 @@ mod tests {
         });
         assert!(matches!(closed, Closed::LineTimeout), "{closed}");
         assert_eq!(reply, protocol::LINE_TIMEOUT);
+    }
+
+    #[test]
+    fn turned_away_at_once_a_client_whose_request_came_first_gets_the_line_and_no_reset() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The request is in the server's socket before the reactor has seen it at all.
+        client.write_all(b"TIME\r\n").unwrap();
+        thread::sleep(Duration::from_millis(50));
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let reactor = crate::reactor::Reactor::new().unwrap();
+        refuse_at_once(reactor.register(stream).unwrap(), protocol::BUSY);
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).expect("the line and an orderly close");
+        assert_eq!(all, protocol::BUSY);
+        // Closing with the request unread sends a reset after the FIN; Linux still hands over
+        // what had arrived, but a reply still on its way would have been lost with it.
+        assert!(client.take_error().unwrap().is_none(), "the server reset the connection");
     }
 }
