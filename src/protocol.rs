@@ -177,7 +177,7 @@ pub fn respond(
         consumed += lf + 1;
         lines += 1;
         match parse_line(&rest[..=lf]) {
-            Ok(Request::Time) => out.extend_from_slice(time_reply.get_or_insert_with(|| now.reply())),
+            Ok(Request::Time) => push_reply(out, time_reply.get_or_insert_with(|| now.reply())),
             Ok(Request::Quit) => {
                 return Answered { consumed, lines, flow: Flow::Quit };
             }
@@ -185,6 +185,19 @@ pub fn respond(
         }
     }
     Answered { consumed, lines, flow: Flow::Continue }
+}
+
+/// Appends a time reply to `out` with the copy inlined. `extend_from_slice` calls `memcpy`, and
+/// musl's `memcpy` copies with `rep movsq`, whose start-up cost dwarfs 14 bytes: perf put it at
+/// 14% of the server's CPU under pipelining. Here the bytes go in as one array assignment, which
+/// the compiler turns into two stores.
+fn push_reply(out: &mut Vec<u8>, reply: &[u8; TIME_REPLY_LEN]) {
+    let start = out.len();
+    out.resize(start + TIME_REPLY_LEN, 0);
+    // Always there, just made; `if let` rather than a panic path.
+    if let Some(slot) = out.last_chunk_mut::<TIME_REPLY_LEN>() {
+        *slot = *reply;
+    }
 }
 
 /// Reads a server's reply line (without its CR LF) as a time, for the client and the probe.
