@@ -135,7 +135,7 @@ pub enum Ready {
 }
 
 impl State {
-    /// The deadline `when` rounded up to the next step of the waiting thread.s timeout.
+    /// The deadline `when` rounded up to the next step of the waiting thread's timeout.
     fn step(epoch: Instant, when: Instant) -> Instant {
         let grain = DEADLINE_GRAIN.as_nanos();
         let since = when.saturating_duration_since(epoch).as_nanos();
