@@ -135,6 +135,11 @@ pub enum Ready {
 }
 
 impl State {
+    /// The error waiting in the set failed with, for every wait after it.
+    fn failure(&self) -> Option<io::Error> {
+        self.failed.as_ref().map(|(kind, message)| io::Error::new(*kind, message.clone()))
+    }
+
     /// The deadline `when` rounded up to the next step of the waiting thread's timeout.
     fn step(epoch: Instant, when: Instant) -> Instant {
         let grain = DEADLINE_GRAIN.as_nanos();
@@ -236,10 +241,7 @@ impl Reactor {
 
     /// The error the reactor stopped on, if it did.
     pub fn check(&self) -> io::Result<()> {
-        match &self.state().failed {
-            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
-            None => Ok(()),
-        }
+        self.state().failure().map_or(Ok(()), Err)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -321,23 +323,22 @@ impl Reactor {
     /// listener of its own (which costs an allocation and two locks a connection). Other waits
     /// (a connection's last replies and linger) go on.
     pub fn stop(&self) {
-        let mut wake = Vec::new();
-        {
-            let mut s = self.state();
-            s.stopped = true;
-            for slot in s.slots.iter_mut().flatten() {
-                wake.extend(slot.dirs.iter_mut().filter_map(|d| d.waker.take()));
-            }
-        }
-        wake.into_iter().for_each(Waker::wake);
+        self.mark_and_wake_all(|s| s.stopped = true);
     }
 
     /// Records that the reactor cannot go on, and wakes every waiting socket to meet the error.
     fn fail(&self, e: &io::Error) {
+        self.mark_and_wake_all(|s| s.failed = Some((e.kind(), e.to_string())));
+    }
+
+    /// Changes the state with `mark` and, under the same lock, takes every waiting socket's
+    /// wakers; wakes them once the lock is released. A wait checks the mark under that lock,
+    /// so none can begin between the two unseen.
+    fn mark_and_wake_all(&self, mark: impl FnOnce(&mut State)) {
         let mut wake = Vec::new();
         {
             let mut s = self.state();
-            s.failed = Some((e.kind(), e.to_string()));
+            mark(&mut s);
             for slot in s.slots.iter_mut().flatten() {
                 wake.extend(slot.dirs.iter_mut().filter_map(|d| d.waker.take()));
             }
@@ -684,8 +685,8 @@ impl<T: AsFd> Socket<T> {
         let mut wake_driver = None;
         let poll = {
             let mut guard = self.reactor.state();
-            if let Some((kind, message)) = &guard.failed {
-                return Poll::Ready(Err(io::Error::new(*kind, message.clone())));
+            if let Some(e) = guard.failure() {
+                return Poll::Ready(Err(e));
             }
             if self.sync(&mut guard, interest as usize).ready {
                 return Poll::Ready(Ok(Ready::Now));
