@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use futures_lite::future;
-use smol::{Executor, Timer};
+use smol::Timer;
 
 use crate::client::{Session, Target};
 use crate::clock::{Clock, Zone};
@@ -75,20 +75,20 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
     crate::log::to_stdout("mesin1 | ");
 
     let target = Target { host: SERVER.to_string(), port };
-    let ex = Executor::new();
     let reactor = Reactor::new().map_err(|e| Error::new(format!("cannot start the reactor: {e}")))?;
     let shutdown = Shutdown::new();
     let (served, results) = thread::scope(|scope| {
-        // A second executor thread, as `jam serve --threads 2` runs: the lab's server and
-        // clients share the executor, and their tasks move between the two threads. The
-        // clients' sockets are async-io's, which its own thread drives.
+        // A second thread in the reactor, as `jam serve --threads 2` runs: the server's
+        // connection tasks move between the two threads. The clients run in this thread's
+        // future; their sockets are async-io's, which its own thread drives, and its wakes reach
+        // this thread through the reactor's eventfd.
         let done = Shutdown::new();
         let helper = {
-            let (ex, done, reactor) = (&ex, done.clone(), &reactor);
-            scope.spawn(move || reactor.block_on(ex.run(done.wait())))
+            let (done, reactor) = (done.clone(), &reactor);
+            scope.spawn(move || reactor.block_on(done.wait()))
         };
         let serving =
-            server::serve(&ex, &reactor, listener, Clock::new(zone), Limits::default(), shutdown.clone());
+            server::serve(&reactor, listener, Clock::new(zone), Limits::default(), shutdown.clone());
         let clients = async {
             let [(a, a_ip), (b, b_ip)] = CLIENTS;
             let results =
@@ -97,7 +97,7 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
             shutdown.trigger();
             results
         };
-        let (served, results) = reactor.block_on(ex.run(future::zip(serving, clients)));
+        let (served, results) = reactor.block_on(future::zip(serving, clients));
         done.trigger();
         let _ = helper.join();
         (served, results)

@@ -1,14 +1,14 @@
 //! The time server: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
 //!
-//! [`serve`] takes a bound listener, an executor, the [`Reactor`] its threads run under and a
-//! [`Shutdown`]: tests bind `127.0.0.1:0`, read the port back and stop the server by triggering
+//! [`serve`] takes a bound listener, the [`Reactor`] its tasks run on and a [`Shutdown`]: tests bind `127.0.0.1:0`, read the port back and stop the server by triggering
 //! the shutdown. [`run`] is `jam serve`: it adds what is process-wide (signals, the open-files
 //! limit, the executor threads).
 //!
-//! Executor design: one `smol::Executor`, run by [`DEFAULT_THREADS`] (one) thread unless
-//! `--threads` asks for more, each under [`Reactor::block_on`]. Connections are tasks that never
-//! block, so a slow or busy client never holds up the others; with more threads any of them may
-//! run any connection, and whichever thread is idle waits in the reactor's epoll set.
+//! Executor design: the reactor's tasks ([`Reactor::spawn`]), run by [`DEFAULT_THREADS`] (one)
+//! thread unless `--threads` asks for more, each under [`Reactor::block_on`]. Connections are
+//! tasks that never block, so a slow or busy client never holds up the others; with more threads
+//! any of them may run any connection, and whichever thread is idle waits in the reactor's epoll
+//! set. [`serve`] returns only once every connection's task has ended.
 //! docs/PERFORMANCE.md has the measurements behind the default.
 
 use std::collections::HashMap;
@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures_lite::future;
-use smol::Executor;
 
 use crate::clock::{Clock, Zone};
 use crate::connection;
@@ -113,7 +112,7 @@ struct Shared {
     per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Clients being turned away.
     refusing: AtomicUsize,
-    /// Notified when `active` drops to zero.
+    /// Notified when `active` or `refusing` drops to zero.
     drained: Event,
     /// Readiness for the clients' sockets.
     reactor: Arc<Reactor>,
@@ -128,6 +127,31 @@ pub struct Stats {
     pub refused: u64,
     /// Connections still open when the grace period ran out.
     pub cut_off: usize,
+}
+
+impl Shared {
+    /// Whether every connection, served or turned away, has ended.
+    fn is_drained(&self) -> bool {
+        self.active.load(Ordering::SeqCst) == 0 && self.refusing.load(Ordering::SeqCst) == 0
+    }
+
+    /// Completes once every connection, served or turned away, has ended.
+    async fn drained(&self) {
+        loop {
+            let listener = self.drained.listen();
+            if self.is_drained() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Counts a refused client's connection as ended.
+    fn refused_one(&self) {
+        if self.refusing.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.drained.notify(usize::MAX);
+        }
+    }
 }
 
 /// Counts a connection as active, in all and for its address, for as long as it lives.
@@ -164,13 +188,12 @@ impl Drop for Active {
     }
 }
 
-/// Serves `listener` on `ex` until `shutdown` is triggered, then stops accepting, tells every
-/// connection, and waits up to the grace period for them to finish.
+/// Serves `listener` until `shutdown` is triggered, then stops accepting, tells every
+/// connection, and waits up to the grace period for them to finish; past it, cuts them off.
 ///
 /// The sockets go into `reactor`, so the executor's threads must run under
 /// [`Reactor::block_on`], which is what delivers their readiness and deadlines.
 pub async fn serve(
-    ex: &Executor<'_>,
     reactor: &Arc<Reactor>,
     listener: TcpListener,
     clock: Clock,
@@ -209,7 +232,7 @@ pub async fn serve(
                     notice!("accepting connections again");
                     out_of_fds = false;
                 }
-                admit(ex, &shared, stream, peer, &mut stats, &mut refusals);
+                admit(&shared, stream, peer, &mut stats, &mut refusals);
             }
             Some(Err(e)) if is_out_of_fds(&e) => {
                 if !out_of_fds {
@@ -239,23 +262,24 @@ pub async fn serve(
         "shutting down: stopped accepting; {open} connection(s) open, waiting up to {} ms",
         shared.limits.grace.as_millis()
     );
-    let drained = async {
-        loop {
-            let listener = shared.drained.listen();
-            if shared.active.load(Ordering::SeqCst) == 0 {
-                return true;
-            }
-            listener.await;
-        }
-    };
-    let finished = future::or(drained, async {
-        reactor.sleep_until(Instant::now() + shared.limits.grace).await;
-        false
-    })
+    let finished = future::or(
+        async {
+            shared.drained().await;
+            true
+        },
+        async {
+            reactor.sleep_until(Instant::now() + shared.limits.grace).await;
+            false
+        },
+    )
     .await;
     if !finished {
         stats.cut_off = shared.active.load(Ordering::SeqCst);
         warn!("{} connection(s) still open after the grace period; closing them", stats.cut_off);
+        // Every wait of theirs fails from now on, so each ends at its next step; the server
+        // returns once they have, with no task and no socket left behind.
+        reactor.cut_off();
+        shared.drained().await;
     }
     Ok(stats)
 }
@@ -263,7 +287,6 @@ pub async fn serve(
 /// Starts serving a freshly accepted client, or turns it away when the server is full or its
 /// address already holds its share of places.
 fn admit(
-    ex: &Executor<'_>,
     shared: &Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
@@ -300,26 +323,25 @@ fn admit(
         stats.refused += 1;
         if shared.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
             let shared = shared.clone();
-            ex.spawn(async move {
+            let reactor = shared.reactor.clone();
+            reactor.spawn(async move {
                 connection::refuse(stream, line).await;
-                shared.refusing.fetch_sub(1, Ordering::SeqCst);
-            })
-            .detach();
+                shared.refused_one();
+            });
         } else {
-            shared.refusing.fetch_sub(1, Ordering::SeqCst);
             connection::refuse_at_once(stream, line);
+            shared.refused_one();
         }
         return;
     }
     stats.accepted += 1;
     info!("connection from {peer} ({open} open)");
-    ex.spawn(async move {
+    shared.reactor.spawn(async move {
         let shared = &active.0;
         let summary =
             connection::serve(stream, &shared.clock, &shared.limits.connection, &shared.shutdown).await;
         info!("closed {peer} after {} request(s): {}", summary.requests, summary.closed);
-    })
-    .detach();
+    });
 }
 
 /// When the last refusal was logged, and how many have not been since.
@@ -488,20 +510,18 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         limits.grace,
     );
 
-    let ex = Executor::new();
     let reactor = Reactor::new().map_err(|e| Error::new(format!("cannot start the reactor: {e}")))?;
     let stats = thread::scope(|scope| {
         let done = Shutdown::new();
         for i in 1..threads {
-            let (ex, done, reactor) = (&ex, done.clone(), &reactor);
+            let (done, reactor) = (done.clone(), &reactor);
             thread::Builder::new()
                 .name(format!("jam-worker-{i}"))
-                .spawn_scoped(scope, move || reactor.block_on(ex.run(done.wait())))
+                .spawn_scoped(scope, move || reactor.block_on(done.wait()))
                 .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
         }
-        let serving = serve(&ex, &reactor, listener, Clock::new(zone), limits, shutdown);
-        let stats =
-            reactor.block_on(ex.run(serving)).map_err(|e| Error::new(format!("cannot serve: {e}")))?;
+        let serving = serve(&reactor, listener, Clock::new(zone), limits, shutdown);
+        let stats = reactor.block_on(serving).map_err(|e| Error::new(format!("cannot serve: {e}")))?;
         done.trigger();
         Ok::<Stats, Error>(stats)
     })?;

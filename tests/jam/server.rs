@@ -342,6 +342,18 @@ fn shutdown_is_bounded_by_the_grace_period() {
     let stats = rx.recv_timeout(HANG).expect("the server stops within the grace period");
     assert_eq!(stats.cut_off, 1, "the client that never reads cannot finish");
     assert!(started.elapsed() >= Duration::from_millis(300), "stopped before the grace period was up");
+    // Cut off means closed: once the server has returned, the hog's connection is gone (a reset,
+    // as it left input unread), not merely forgotten with its socket still open.
+    hog.stream.set_read_timeout(Some(HANG)).unwrap();
+    let mut sink = vec![0; 1 << 16];
+    loop {
+        match hog.stream.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the cut-off connection is still open: {e}"),
+        }
+    }
 }
 
 #[test]

@@ -3,7 +3,6 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -11,7 +10,6 @@ use jam::clock::{Clock, Zone};
 use jam::reactor::Reactor;
 use jam::server::{self, Limits, Stats};
 use jam::shutdown::Shutdown;
-use smol::Executor;
 
 /// Generous bound on any single wait: catches hangs, asserts no speed.
 pub const HANG: Duration = Duration::from_secs(20);
@@ -72,18 +70,17 @@ impl TestServer {
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
         let thread = thread::spawn(move || {
-            let ex = Arc::new(Executor::new());
             let reactor = Reactor::new().expect("reactor");
             // A second executor thread, as in `jam serve --threads 2`: one waits in the reactor
             // while the other parks, and tasks move between them.
             let done = Shutdown::new();
             let helper = {
-                let (ex, done, reactor) = (ex.clone(), done.clone(), reactor.clone());
-                thread::spawn(move || reactor.block_on(ex.run(done.wait())))
+                let (done, reactor) = (done.clone(), reactor.clone());
+                thread::spawn(move || reactor.block_on(done.wait()))
             };
             let clock = Clock::new(Zone::utc());
-            let serving = server::serve(&ex, &reactor, listener, clock, limits, stop);
-            let stats = reactor.block_on(ex.run(serving)).expect("serve");
+            let serving = server::serve(&reactor, listener, clock, limits, stop);
+            let stats = reactor.block_on(serving).expect("serve");
             done.trigger();
             helper.join().unwrap();
             stats
