@@ -171,12 +171,18 @@ pub fn respond(
         let rest = &input[consumed..];
         // The line nearly every request is, answered without the scan and the checks below: the
         // same reply `parse_line` would give it (`max_line` is at least `MIN_MAX_LINE`, so it is
-        // never too long). Pipelined, the server's CPU time per request fell by 8% with it.
-        if rest.starts_with(TIME_LINE) && max_line >= TIME_LINE.len() {
-            consumed += TIME_LINE.len();
-            lines += 1;
-            push_reply(out, time_reply.get_or_insert_with(|| now.reply()));
-            continue;
+        // never too long). A run of them, as a pipelining client sends, is answered in one go,
+        // as many as the budget lets the loop below answer one by one. Pipelined, the server's
+        // CPU time per request fell by 8% with the fast path.
+        if max_line >= TIME_LINE.len() {
+            let room = out_budget.saturating_sub(out.len()).div_ceil(TIME_REPLY_LEN);
+            let run = rest.chunks_exact(TIME_LINE.len()).take(room).take_while(|l| *l == TIME_LINE).count();
+            if run > 0 {
+                push_replies(out, time_reply.get_or_insert_with(|| now.reply()), run);
+                consumed += run * TIME_LINE.len();
+                lines += run;
+                continue;
+            }
         }
         let window = &rest[..rest.len().min(max_line)];
         let Some(lf) = window.iter().position(|&b| b == b'\n') else {
@@ -189,7 +195,7 @@ pub fn respond(
         consumed += lf + 1;
         lines += 1;
         match parse_line(&rest[..=lf]) {
-            Ok(Request::Time) => push_reply(out, time_reply.get_or_insert_with(|| now.reply())),
+            Ok(Request::Time) => push_replies(out, time_reply.get_or_insert_with(|| now.reply()), 1),
             Ok(Request::Quit) => {
                 return Answered { consumed, lines, flow: Flow::Quit };
             }
@@ -199,16 +205,18 @@ pub fn respond(
     Answered { consumed, lines, flow: Flow::Continue }
 }
 
-/// Appends a time reply to `out` with the copy inlined. `extend_from_slice` calls `memcpy`, and
-/// musl's `memcpy` copies with `rep movsq`, whose start-up cost dwarfs 14 bytes: perf put it at
-/// 14% of the server's CPU under pipelining. Here the bytes go in as one array assignment, which
-/// the compiler turns into two stores.
-fn push_reply(out: &mut Vec<u8>, reply: &[u8; TIME_REPLY_LEN]) {
+/// Appends `n` time replies to `out` with the copies inlined. `extend_from_slice` calls `memcpy`,
+/// and musl's `memcpy` copies with `rep movsq`, whose start-up cost dwarfs 14 bytes: perf put it
+/// at 14% of the server's CPU under pipelining. Here each reply goes in as one array assignment,
+/// which the compiler turns into two stores.
+fn push_replies(out: &mut Vec<u8>, reply: &[u8; TIME_REPLY_LEN], n: usize) {
     let start = out.len();
-    out.resize(start + TIME_REPLY_LEN, 0);
-    // Always there, just made; `if let` rather than a panic path.
-    if let Some(slot) = out.last_chunk_mut::<TIME_REPLY_LEN>() {
-        *slot = *reply;
+    out.resize(start + n * TIME_REPLY_LEN, 0);
+    for slot in out[start..].chunks_exact_mut(TIME_REPLY_LEN) {
+        // Always the array's length; `if let` rather than a panic path.
+        if let Ok(slot) = <&mut [u8; TIME_REPLY_LEN]>::try_from(slot) {
+            *slot = *reply;
+        }
     }
 }
 
@@ -461,35 +469,52 @@ mod tests {
         }
     }
 
-    /// The line rules alone, one line at a time through `parse_line`: what `respond` must give
-    /// whatever shortcut it takes for the common line.
-    fn by_the_rules(stream: &[u8], max_line: usize) -> (Vec<u8>, Flow) {
+    /// The line rules alone, one line at a time through `parse_line`, a line answered while the
+    /// output is under `budget`: what `respond` must give whatever shortcut it takes for the
+    /// common line. Returns the output, the flow and the bytes used.
+    fn by_the_rules(stream: &[u8], max_line: usize, budget: usize) -> (Vec<u8>, Flow, usize) {
         let mut out = Vec::new();
-        let mut rest = stream;
-        loop {
+        let mut used = 0;
+        while out.len() < budget {
+            let rest = &stream[used..];
             let Some(lf) = rest.iter().take(max_line).position(|&b| b == b'\n') else {
                 if rest.len() >= max_line {
                     out.extend_from_slice(RequestError::TooLong.reply());
-                    return (out, Flow::TooLong);
+                    return (out, Flow::TooLong, stream.len());
                 }
-                return (out, Flow::Continue);
+                break;
             };
+            used += lf + 1;
             match parse_line(&rest[..=lf]) {
                 Ok(Request::Time) => out.extend_from_slice(&NOON.reply()),
-                Ok(Request::Quit) => return (out, Flow::Quit),
+                Ok(Request::Quit) => return (out, Flow::Quit, used),
                 Err(e) => out.extend_from_slice(e.reply()),
             }
-            rest = &rest[lf + 1..];
         }
+        (out, Flow::Continue, used)
+    }
+
+    /// Runs of the common line, with the odd other line among them.
+    fn mostly_time() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            8 => Just(b"TIME\r\n".to_vec()),
+            1 => Just(b"TIME\n".to_vec()),
+            1 => Just(b"HELLO\r\n".to_vec()),
+            1 => Just(b"QUIT\r\n".to_vec()),
+        ];
+        proptest::collection::vec(line, 0..40).prop_map(|v| v.concat())
     }
 
     proptest! {
         #[test]
         fn respond_answers_every_line_as_the_line_rules_say(
-            stream in request_stream(),
+            stream in prop_oneof![request_stream(), mostly_time()],
             max_line in 6usize..64,
+            budget in prop_oneof![Just(BIG), 0usize..200],
         ) {
-            prop_assert_eq!(in_pieces(&stream, &[], max_line), by_the_rules(&stream, max_line));
+            let mut out = Vec::new();
+            let a = respond(&stream, NOON, max_line, budget, &mut out);
+            prop_assert_eq!((out, a.flow, a.consumed), by_the_rules(&stream, max_line, budget));
         }
     }
 

@@ -842,6 +842,7 @@ impl<T: AsFd> Drop for Socket<T> {
         self.reactor.release(self.key);
     }
 }
+
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
