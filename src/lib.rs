@@ -14,8 +14,9 @@
 //!   `tzdb.rs` holds the IANA database it reads, compiled in deflated.
 //! - `connection.rs`: the one layer that touches a client's socket: its limits, bounded buffers,
 //!   timeouts, backpressure, an orderly close. It knows nothing of the server.
-//! - `reactor.rs`: readiness for the clients' sockets, registered once and edge-triggered, so
-//!   that a request costs no `epoll_ctl`.
+//! - `reactor.rs`: the event loop: readiness for the clients' sockets, registered once and
+//!   edge-triggered, so that a request costs no `epoll_ctl`; their deadlines; and the tasks
+//!   (each connection is one), run by the same loop.
 //! - [`shutdown`]: the stop signal that the server and every connection listen for, and the
 //!   signals that set it off.
 //! - [`server`]: the accept loop, the connection limit, graceful shutdown, and `jam serve`.

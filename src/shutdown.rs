@@ -52,7 +52,7 @@ impl Shutdown {
     /// Blocks SIGTERM and SIGINT and starts a thread, named `thread_name`, that triggers this
     /// shutdown when one arrives (and logs it, before the trigger, so that the line comes before
     /// what the stop sets off). Must be called before any other thread starts (see
-    /// [`sys::block_signals`]).
+    /// `sys::block_signals`).
     pub fn on_signals(&self, thread_name: &str) -> Result<(), Error> {
         let signals = sys::block_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
         let stop = self.clone();
