@@ -422,12 +422,11 @@ impl Reactor {
             queue.push_back(runnable);
             queue.len()
         };
-        if CURRENT.get() != std::ptr::from_ref(self) {
-            // Woken elsewhere (the signal thread, async-io's thread): the loop that picks it
-            // up may be asleep.
-            self.wake_a_thread();
-        } else if queued > 1 && self.idle.load(Relaxed) > 0 {
-            // This thread's loop would run it, but there is work for another that has none.
+        // Woken elsewhere (the signal thread, async-io's thread), the loop that picks it up may
+        // be asleep; woken by this thread's loop, which runs it before it waits, nobody needs
+        // waking unless there is work for another thread that has none.
+        let elsewhere = CURRENT.get() != std::ptr::from_ref(self);
+        if elsewhere || (queued > 1 && self.idle.load(Relaxed) > 0) {
             self.wake_a_thread();
         }
     }

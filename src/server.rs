@@ -1,8 +1,9 @@
 //! The time server: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
 //!
-//! [`serve`] takes a bound listener, the [`Reactor`] its tasks run on and a [`Shutdown`]: tests bind `127.0.0.1:0`, read the port back and stop the server by triggering
-//! the shutdown. [`run`] is `jam serve`: it adds what is process-wide (signals, the open-files
-//! limit, the threads that run the reactor).
+//! [`serve`] takes a bound listener, the [`Reactor`] its tasks run on and a [`Shutdown`]: tests
+//! bind `127.0.0.1:0`, read the port back and stop the server by triggering the shutdown. [`run`]
+//! is `jam serve`: it adds what is process-wide (signals, the open-files limit, the threads that
+//! run the reactor).
 //!
 //! Executor design: the reactor's tasks ([`Reactor::spawn`]), run by [`DEFAULT_THREADS`] (one)
 //! thread unless `--threads` asks for more, each under [`Reactor::block_on`]. Connections are
@@ -62,7 +63,7 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// places, more than a class has, so one student's runaway client (one flooded all 10,000 in
 /// about 10 s) cannot lock the others out; and 128 is still twice what `jam check` holds open.
 pub const DEFAULT_MAX_PER_ADDRESS: usize = 128;
-/// Refused clients lingering at once, at most: each waits up to `connection::LINGER` (2 s) for the
+/// Refused clients lingering at once, at most: each waits up to `connection::LINGER` for the
 /// client's FIN, so that the close is orderly. Past it, a refused client still gets its line, but
 /// the socket is closed at once (see `connection::refuse_at_once`), so that a flood cannot use
 /// up file descriptors this way.
