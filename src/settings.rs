@@ -1,16 +1,20 @@
 //! Setting values written as text, the same for a flag and for its `JAM_…` variable.
 //!
-//! A leaf that both [`crate::cli`] (flags) and [`crate::server::Config::from_env`] (the
+//! A leaf that every command's parser (flags) and [`crate::server::Config::from_env`] (the
 //! environment, also on the appliance's kernel command line) use, so a value means the same
 //! wherever it is given, and a bad one is reported in one format: `--flag: why` or
-//! `environment variable NAME: why`.
+//! `environment variable NAME: why`. The helpers at the end read flags with lexopt (ripgrep's
+//! parser), for the commands' parsers beside each command.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use lexopt::ValueExt;
+
 use crate::Error;
 use crate::log::Level;
-use crate::protocol::MIN_MAX_LINE;
+use crate::server::protocol::MIN_MAX_LINE;
 
 /// Replaces `*slot` with the parsed value of the environment variable `name`, if it is set and
 /// not empty.
@@ -108,6 +112,73 @@ pub fn show(d: Duration) -> String {
 /// A log level: `JAM_LOG`'s values.
 pub fn log_level(s: &str) -> Result<Level, String> {
     Level::parse(s).ok_or_else(|| format!("{s:?}: expected error, warn, notice, info, debug or off"))
+}
+
+/// How a command's parser looks up an environment variable (passed in, so that every rule is a
+/// unit test).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// What a command's parser found: the command's arguments, or a request for its help.
+#[derive(Debug, PartialEq)]
+pub enum Parsed<T> {
+    /// Run the command with these arguments.
+    Run(T),
+    /// `--help` was given: print the command's help instead.
+    Help,
+}
+
+impl<T> Parsed<T> {
+    /// The same request, its arguments turned into `U`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Parsed<U> {
+        match self {
+            Parsed::Run(t) => Parsed::Run(f(t)),
+            Parsed::Help => Parsed::Help,
+        }
+    }
+}
+
+/// A command-line error from lexopt, as a usage error (exit status 2).
+pub fn usage(e: lexopt::Error) -> Error {
+    Error::usage(e.to_string())
+}
+
+/// The next argument as text.
+pub fn text(p: &mut lexopt::Parser) -> Result<String, Error> {
+    p.value().map_err(usage)?.string().map_err(usage)
+}
+
+/// The value of `flag`, parsed; a bad one is reported as `--flag: why`.
+pub fn value<T>(
+    p: &mut lexopt::Parser,
+    flag: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, Error> {
+    parse(&text(p)?).map_err(|why| Error::usage(format!("{flag}: {why}")))
+}
+
+/// A command's one positional argument (the server, for most), parsed into `slot`; a second
+/// one is an error.
+pub fn positional<T>(
+    slot: &mut Option<T>,
+    v: OsString,
+    parse: impl Fn(&str) -> Result<T, Error>,
+) -> Result<(), Error> {
+    if slot.is_some() {
+        return Err(usage(lexopt::Arg::Value(v).unexpected()));
+    }
+    let text = v.string().map_err(usage)?;
+    *slot = Some(parse(&text).map_err(|e| Error::usage(e.to_string()))?);
+    Ok(())
+}
+
+/// The parser of a command that takes no arguments but `--help`.
+pub fn no_arguments(p: &mut lexopt::Parser) -> Result<Parsed<()>, Error> {
+    use lexopt::Arg::{Long, Short};
+    match p.next().map_err(usage)? {
+        None => Ok(Parsed::Run(())),
+        Some(Short('h') | Long("help")) => Ok(Parsed::Help),
+        Some(other) => Err(usage(other.unexpected())),
+    }
 }
 
 #[cfg(test)]

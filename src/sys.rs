@@ -1,5 +1,5 @@
 //! The Unix calls jam makes, through nix, kept in one place: a leaf that knows nothing of jam's
-//! policy (which signals stop what is [`crate::shutdown`]'s business).
+//! policy (which signals stop what is [`crate::server::shutdown`]'s business).
 //!
 //! # Unsafe
 //! jam's only `unsafe` code is here, and only for ioctls that nix can declare but not call

@@ -8,7 +8,7 @@
 //! plus one line; pending input under the line limit.
 #![no_main]
 
-use jam::protocol::{self, Flow, RequestError, WallTime};
+use jam::server::protocol::{self, Flow, RequestError, WallTime};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_LINE: usize = 64;

@@ -3,7 +3,7 @@
 //! escapes, which must read back what `escape` writes.
 #![no_main]
 
-use jam::protocol::{escape, parse_time_reply, unescape};
+use jam::server::protocol::{escape, parse_time_reply, unescape};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,14 +14,14 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(unescape(&escape(data)).unwrap(), data);
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = jam::wire::parse_impairments(text);
-    if let Some(Ok(ip)) = jam::init::parse_ip(text) {
+    let _ = jam::machines::wire::parse_impairments(text);
+    if let Some(Ok(ip)) = jam::machines::init::parse_ip(text) {
         let mask = u32::from(ip.netmask);
         assert_eq!(mask.leading_ones() + mask.trailing_zeros(), 32, "a netmask with holes: {}", ip.netmask);
     }
-    if let Ok(target) = jam::client::Target::parse(text) {
+    if let Ok(target) = jam::tools::client::Target::parse(text) {
         // What it prints, it parses back to the same.
-        assert_eq!(jam::client::Target::parse(&target.to_string()).unwrap(), target);
+        assert_eq!(jam::tools::client::Target::parse(&target.to_string()).unwrap(), target);
     }
     let _ = jam::settings::duration(text);
     let _ = jam::settings::listen_addr(text);

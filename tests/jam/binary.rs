@@ -84,7 +84,7 @@ fn replies_are_in_the_requested_zone() {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let expected = (now + offset).rem_euclid(86_400);
-        let t = jam::protocol::parse_time_reply(reply.trim_end().as_bytes()).expect(&reply);
+        let t = jam::server::protocol::parse_time_reply(reply.trim_end().as_bytes()).expect(&reply);
         let got = i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second);
         let diff = (got - expected).rem_euclid(86_400);
         assert!(diff <= 5 || diff >= 86_400 - 5, "{zone}: {reply} vs {expected}");

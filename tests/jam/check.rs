@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jam::check::{self, CheckArgs, Status};
-use jam::clock::Zone;
+use jam::server::clock::Zone;
+use jam::tools::check::{self, CheckArgs, Status};
 
 use crate::support::{Reaped, TestServer, have, repo, require};
 

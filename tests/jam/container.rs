@@ -105,7 +105,7 @@ impl Lab {
             for line in logs.lines().filter(|l| l.contains("JAM ")) {
                 let reply = line.rsplit("JAM ").next().unwrap().trim();
                 assert!(
-                    jam::protocol::parse_time_reply(format!("JAM {reply}").as_bytes()).is_some(),
+                    jam::server::protocol::parse_time_reply(format!("JAM {reply}").as_bytes()).is_some(),
                     "{line}"
                 );
             }

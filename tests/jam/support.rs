@@ -6,10 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use jam::clock::{Clock, Zone};
-use jam::reactor::Reactor;
+use jam::server::clock::{Clock, Zone};
+use jam::server::reactor::Reactor;
+use jam::server::shutdown::Shutdown;
 use jam::server::{self, Limits, Stats};
-use jam::shutdown::Shutdown;
 
 /// Generous bound on any single wait: catches hangs, asserts no speed.
 pub const HANG: Duration = Duration::from_secs(20);
@@ -189,7 +189,7 @@ pub fn time_once_a_place_is_free(addr: SocketAddr) {
 /// Asserts `line` is `JAM hh:mm:ss` + CR LF.
 pub fn assert_time(line: &str) {
     let body = line.strip_suffix("\r\n").unwrap_or_else(|| panic!("no CR LF: {line:?}"));
-    assert!(jam::protocol::parse_time_reply(body.as_bytes()).is_some(), "not a time reply: {line:?}");
+    assert!(jam::server::protocol::parse_time_reply(body.as_bytes()).is_some(), "not a time reply: {line:?}");
 }
 
 /// A child process that is killed and reaped when dropped, so no test leaves one running.

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use lexopt::prelude::*;
 use smol::{Async, Timer};
 
-use crate::protocol::{self, DEFAULT_PORT};
-use crate::shutdown::Shutdown;
-use crate::{Error, outln, settings, sys};
+use crate::server::protocol::{self, DEFAULT_PORT};
+use crate::server::shutdown::Shutdown;
+use crate::settings::{self, Parsed, positional, show, usage, value};
+use crate::{Error, outln, sys};
 
 /// How long `jam query` waits for each step (connect, reply, close).
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -354,6 +356,101 @@ pub fn probe(args: &ProbeArgs) -> Result<(), Error> {
         Err(e) if args.verbose => Err(Error::new(format!("unhealthy: {e}"))),
         Err(e) => Err(e.silent()),
     }
+}
+
+// The command line: arguments, help and parser.
+
+/// `jam query --help`.
+pub fn query_help() -> String {
+    let d = QueryArgs::default();
+    format!(
+        "jam query: ask a server for the time
+
+Usage: jam query [OPTIONS] [HOST[:PORT]]
+
+Connects, sends TIME + CR LF, prints the JAM reply line, sends QUIT + CR LF and waits for the
+server to close. Exits 1 with a one-line error if the connection is refused, a step times out,
+or the reply is not a JAM line. SIGTERM or SIGINT ends a repeating query cleanly, exit 0.
+
+Arguments:
+  [HOST[:PORT]]           server to ask; a name, IPv4 or [IPv6] address [default: {target}]
+
+Options:
+  -n, --count N           requests to send; 0 for until SIGTERM or SIGINT, carrying on
+                          after a failed request (reported) with a new connection [default: {count}]
+  -i, --interval DUR      pause between requests [default: {interval}]
+  -r, --reconnect         a new connection for each request (connect, TIME, QUIT), as the
+                          lab's nc clients do; without it, all requests share one connection
+  -t, --timeout DUR       limit on each step: connect, reply, close [default: {timeout}]
+  -h, --help              print this help
+",
+        target = d.target,
+        count = d.count,
+        interval = show(d.interval),
+        timeout = show(d.timeout),
+    )
+}
+
+/// Parses `jam query`'s arguments.
+pub fn parse_query(p: &mut lexopt::Parser) -> Result<Parsed<QueryArgs>, Error> {
+    let mut args = QueryArgs::default();
+    let mut server = None;
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('n') | Long("count") => args.count = value(p, "--count", settings::whole)?,
+            Short('r') | Long("reconnect") => args.reconnect = true,
+            Short('i') | Long("interval") => {
+                args.interval = value(p, "--interval", settings::duration_or_zero)?
+            }
+            Short('t') | Long("timeout") => args.timeout = value(p, "--timeout", settings::duration)?,
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Value(v) => positional(&mut server, v, Target::parse)?,
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.target = server.unwrap_or_default();
+    Ok(Parsed::Run(args))
+}
+
+/// `jam probe --help`.
+pub fn probe_help() -> String {
+    let d = ProbeArgs::default();
+    format!(
+        "jam probe: health check for a container or orchestrator
+
+Usage: jam probe [OPTIONS] [HOST[:PORT]]
+
+Exits 0 if a JAM reply arrives within the timeout, 1 otherwise. Prints nothing unless -v.
+Meant for HEALTHCHECK [\"/jam\", \"probe\"] in an image with no shell.
+
+Arguments:
+  [HOST[:PORT]]           server to check [default: {target}]
+
+Options:
+  -t, --timeout DUR       limit on the whole check [default: {timeout}]
+  -v, --verbose           say what was found, healthy or not
+  -h, --help              print this help
+",
+        target = d.target,
+        timeout = show(d.timeout),
+    )
+}
+
+/// Parses `jam probe`'s arguments.
+pub fn parse_probe(p: &mut lexopt::Parser) -> Result<Parsed<ProbeArgs>, Error> {
+    let mut args = ProbeArgs::default();
+    let mut server = None;
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('t') | Long("timeout") => args.timeout = value(p, "--timeout", settings::duration)?,
+            Short('v') | Long("verbose") => args.verbose = true,
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Value(v) => positional(&mut server, v, Target::parse)?,
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.target = server.unwrap_or_default();
+    Ok(Parsed::Run(args))
 }
 
 #[cfg(test)]

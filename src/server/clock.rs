@@ -15,8 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::protocol::WallTime;
-use crate::{Error, tzdb};
+use crate::Error;
+use crate::server::protocol::WallTime;
+use crate::server::tzdb;
 
 /// A time zone together with the name it is reported by.
 #[derive(Clone, Debug)]

@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use lexopt::prelude::*;
 use smol::{LocalExecutor, Timer};
 
 use crate::Error;
-use crate::client::Target;
+use crate::settings::{self, Parsed, positional, show, text, usage, value};
+use crate::tools::client::Target;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 /// How `jam bench` loads the server.
@@ -157,7 +159,9 @@ impl Peer {
     async fn connect(self) -> Result<TcpStream, String> {
         match self.source {
             None => or_stall("connect", TcpStream::connect(self.server)).await,
-            Some(source) => or_stall("connect", crate::client::connect_bound(source, self.server)).await,
+            Some(source) => {
+                or_stall("connect", crate::tools::client::connect_bound(source, self.server)).await
+            }
         }
     }
 }
@@ -423,7 +427,7 @@ impl Checker {
         let line = line.strip_suffix(b"\r\n").unwrap_or(line);
         match &self.expect {
             Some(prefix) => line.starts_with(prefix),
-            None => crate::protocol::parse_time_reply(line).is_some(),
+            None => crate::server::protocol::parse_time_reply(line).is_some(),
         }
     }
 }
@@ -775,6 +779,90 @@ async fn idle(
         }
     }
     t
+}
+
+// The command line: arguments, help and parser.
+
+/// `jam bench --help`.
+pub fn help() -> String {
+    let d = BenchArgs::default();
+    format!(
+        "jam bench: load generator for a jam server (or any one-line request/reply server)
+
+Usage: jam bench [OPTIONS] [HOST[:PORT]]
+
+Every reply is checked; a wrong or missing one is an error, counted and shown. Prints
+requests per second, latency percentiles, its own CPU use and, with --server-pid, the
+server's CPU time per request and memory.
+
+Modes:
+  rr         each connection sends a request, waits for the reply, repeats
+  pipeline   each connection keeps --depth requests in flight
+  churn      per request: connect, request, reply, QUIT, until the server closes (as nc)
+  idle       open the connections, hold them for the duration, check each is still served
+
+Arguments:
+  [HOST[:PORT]]            server to load [default: {target}]
+
+Options:
+  -m, --mode MODE          rr, pipeline, churn or idle [default: {mode}]
+  -c, --connections N      connections [default: {connections}]
+  -d, --duration DUR       how long to load [default: {duration}]
+      --depth N            requests in flight per connection, pipeline mode [default: {depth}]
+      --threads N          load generator threads [default: {threads}]
+      --sources N          spread the connections over source addresses 127.0.0.1 to
+                           127.0.0.N, past one address's limits (loopback servers)
+                           [default: {sources}]
+      --request TEXT       the request line, without CR LF [default: {request}]
+      --expect TEXT        what each reply must start with [default: a strict JAM hh:mm:ss]
+      --server-pid PID     report this process's CPU time per request and memory
+      --json               print the report as one JSON object
+  -h, --help               print this help
+",
+        target = d.target,
+        mode = d.mode.name(),
+        connections = d.connections,
+        duration = show(d.duration),
+        depth = d.depth,
+        threads = d.threads,
+        sources = d.sources,
+        request = d.request,
+    )
+}
+
+/// Parses `jam bench`'s arguments.
+pub fn parse(p: &mut lexopt::Parser) -> Result<Parsed<BenchArgs>, Error> {
+    let mut args = BenchArgs::default();
+    let mut server = None;
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('m') | Long("mode") => {
+                args.mode = value(p, "--mode", |m| {
+                    Mode::parse(m).ok_or_else(|| format!("{m:?}: expected rr, pipeline, churn or idle"))
+                })?
+            }
+            Short('c') | Long("connections") => {
+                args.connections = value(p, "--connections", settings::count)?
+            }
+            Short('d') | Long("duration") => args.duration = value(p, "--duration", settings::duration)?,
+            Long("depth") => args.depth = value(p, "--depth", settings::count)?,
+            Long("threads") => args.threads = value(p, "--threads", settings::count)?,
+            Long("sources") => args.sources = value(p, "--sources", settings::sources)?,
+            Long("request") => args.request = text(p)?,
+            Long("expect") => args.expect = Some(text(p)?),
+            Long("server-pid") => {
+                args.server_pid = Some(value(p, "--server-pid", |s| {
+                    s.parse().map_err(|_| format!("{s:?} is not a process ID"))
+                })?)
+            }
+            Long("json") => args.json = true,
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Value(v) => positional(&mut server, v, Target::parse)?,
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.target = server.unwrap_or_default();
+    Ok(Parsed::Run(args))
 }
 
 #[cfg(test)]

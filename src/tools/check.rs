@@ -30,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use jiff::Timestamp;
+use lexopt::prelude::*;
 use smol::{Async, Timer};
 
-use crate::client::Target;
-use crate::clock::Zone;
-use crate::protocol::{self, WallTime, escape};
-use crate::settings::show;
+use crate::server::clock::Zone;
+use crate::server::protocol::{self, WallTime, escape};
+use crate::settings::{self, Parsed, positional, show, text, usage, value};
+use crate::tools::client::Target;
 use crate::{Error, outln};
 
 /// The zone replies are expected in unless `--tz` says otherwise: the sheet names none, and a
@@ -1009,6 +1010,68 @@ async fn with_limit<T>(limit: Duration, fut: impl Future<Output = T>, late: impl
         late()
     })
     .await
+}
+
+// The command line: arguments, help and parser.
+
+/// `jam check --help`.
+pub fn help() -> String {
+    let d = CheckArgs::default();
+    format!(
+        "jam check: grade a time server, jam or any other, against the lab sheet
+
+Usage: jam check [OPTIONS] [HOST[:PORT]]
+
+Runs a series of checks against the server and prints a report card: PASS, FAIL or WARN per
+check, and for anything but a pass what was sent and the exact bytes that came back. Required
+checks are what the sheet asks (1.a to 1.d): connections, TIME answered with exactly
+JAM hh:mm:ss CR LF at the current time, several requests per connection, QUIT, concurrent
+clients. Recommended checks are what TCP asks where the sheet is silent: split and joined
+requests, half-close, unknown and bare-LF lines, an over-long line, a client that never reads,
+many idle connections. Exits 0 when every required check is met, 1 when one is not.
+
+Arguments:
+  [HOST[:PORT]]           server to grade [default: {target}]
+
+Options:
+      --tz ZONE           the zone the replies should be in: an IANA name or a POSIX rule
+                          [default: {zone}]
+  -t, --timeout DUR       how long each step waits: a connection, a reply, a close
+                          [default: {timeout}]
+      --tolerance DUR     how far the server's time may be from this machine's [default: {tolerance}]
+  -c, --clients N         clients connected at once in the concurrency check [default: {clients}]
+      --json              print one JSON object instead of the report card
+  -h, --help              print this help
+
+At most {idle} connections at once and 1 MiB sent per check: gentle enough for a student's server.
+",
+        target = d.target,
+        zone = d.zone,
+        timeout = show(d.timeout),
+        tolerance = show(d.tolerance),
+        clients = d.clients,
+        idle = crate::tools::check::IDLE_CONNECTIONS + 1,
+    )
+}
+
+/// Parses `jam check`'s arguments.
+pub fn parse(p: &mut lexopt::Parser) -> Result<Parsed<CheckArgs>, Error> {
+    let mut args = CheckArgs::default();
+    let mut server = None;
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Long("tz") => args.zone = text(p)?,
+            Short('t') | Long("timeout") => args.timeout = value(p, "--timeout", settings::duration)?,
+            Long("tolerance") => args.tolerance = value(p, "--tolerance", settings::duration_or_zero)?,
+            Short('c') | Long("clients") => args.clients = value(p, "--clients", settings::count)?,
+            Long("json") => args.json = true,
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Value(v) => positional(&mut server, v, Target::parse)?,
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.target = server.unwrap_or_default();
+    Ok(Parsed::Run(args))
 }
 
 #[cfg(test)]

@@ -15,9 +15,11 @@ use std::net::{Shutdown as Direction, TcpStream, ToSocketAddrs};
 use std::thread;
 use std::time::Duration;
 
-use crate::client::Target;
-use crate::protocol::escape;
-use crate::settings::show;
+use lexopt::prelude::*;
+
+use crate::server::protocol::escape;
+use crate::settings::{self, Parsed, positional, show, usage, value};
+use crate::tools::client::Target;
 use crate::{Error, outln};
 
 /// How long `jam talk` waits for the server: to connect, and after the last byte it sent once
@@ -144,4 +146,57 @@ fn print_replies(stream: &TcpStream, args: &TalkArgs) -> Result<(), Error> {
         outln!()?;
     }
     Ok(())
+}
+
+// The command line: arguments, help and parser.
+
+/// `jam talk --help`.
+pub fn help() -> String {
+    let d = TalkArgs::default();
+    format!(
+        "jam talk: raw bytes to a server, and what comes back: nc -C for the lab's machines
+
+Usage: jam talk [OPTIONS] HOST[:PORT]
+
+Interactive: each line typed is sent with CR LF, and replies are printed as they arrive.
+Ctrl-D half-closes the connection and waits for the server to close; Ctrl-C ends at once.
+With --send, the bytes given are sent at once and everything the server sends is printed
+until it closes, or has sent nothing for the timeout. Exits 0 then; 1 if the connection is
+refused or reset.
+
+Arguments:
+  HOST[:PORT]             server to talk to; the port defaults to {port}
+
+Options:
+  -s, --send BYTES        send these bytes, with printf's escapes: \\r \\n \\t \\\\ \\\" \\xHH
+                          (jam talk 172.16.16.101 --send 'TIME\\r\\nQUIT\\r\\n')
+  -b, --show-bytes        print what comes back with CR, LF and other controls made
+                          visible: JAM 16:37:26\\r\\n
+  -t, --timeout DUR       limit on connecting, and on waiting once input has ended
+                          [default: {timeout}]
+  -h, --help              print this help
+",
+        port = crate::server::protocol::DEFAULT_PORT,
+        timeout = show(d.timeout),
+    )
+}
+
+/// Parses `jam talk`'s arguments.
+pub fn parse(p: &mut lexopt::Parser) -> Result<Parsed<TalkArgs>, Error> {
+    let mut args = TalkArgs::default();
+    let mut server = None;
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('s') | Long("send") => {
+                args.send = Some(value(p, "--send", crate::server::protocol::unescape)?)
+            }
+            Short('b') | Long("show-bytes") => args.show_bytes = true,
+            Short('t') | Long("timeout") => args.timeout = value(p, "--timeout", settings::duration)?,
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Value(v) => positional(&mut server, v, Target::parse)?,
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.target = server.ok_or_else(|| Error::usage("jam talk needs a server: jam talk HOST[:PORT]"))?;
+    Ok(Parsed::Run(args))
 }

@@ -13,7 +13,7 @@
 //!
 //! Every wait is bounded: by the idle timeout, by the time to finish a started line, and by the
 //! server's shutdown. Each wait hands the reactor its deadline, the earliest that could apply;
-//! the reactor keeps the deadlines of all connections (see [`crate::reactor`]), and one that
+//! the reactor keeps the deadlines of all connections (see [`crate::server::reactor`]), and one that
 //! moves later as the client makes progress costs nothing on the per-request path.
 
 use std::cell::RefCell;
@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
-use crate::clock::Clock;
-use crate::protocol::{self, Flow};
-use crate::reactor::{Interest, Ready, Socket};
-use crate::shutdown::Shutdown;
+use crate::server::clock::Clock;
+use crate::server::protocol::{self, Flow};
+use crate::server::reactor::{Interest, Ready, Socket};
+use crate::server::shutdown::Shutdown;
 
 /// How long a connection may send nothing (and take no reply) before it is closed. Five minutes
 /// leaves a person typing into `nc` all the time they need.
@@ -443,7 +443,7 @@ mod tests {
     use std::thread;
 
     use super::*;
-    use crate::clock::Zone;
+    use crate::server::clock::Zone;
 
     /// Serves one connection on loopback with `limits`, while `client` runs on a thread against
     /// it; returns why the connection ended and what the client returned.
@@ -461,7 +461,7 @@ mod tests {
         });
         let (stream, _) = listener.accept().unwrap();
         stream.set_nonblocking(true).unwrap();
-        let reactor = crate::reactor::Reactor::new().unwrap();
+        let reactor = crate::server::reactor::Reactor::new().unwrap();
         let stream = reactor.register(stream).unwrap();
         let clock = Clock::new(Zone::utc());
         let summary = reactor.block_on(serve(stream, &clock, &limits, &Shutdown::new()));
@@ -515,7 +515,7 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         let (stream, _) = listener.accept().unwrap();
         stream.set_nonblocking(true).unwrap();
-        let reactor = crate::reactor::Reactor::new().unwrap();
+        let reactor = crate::server::reactor::Reactor::new().unwrap();
         refuse_at_once(reactor.register(stream).unwrap(), protocol::BUSY);
         let mut all = Vec::new();
         client.read_to_end(&mut all).expect("the line and an orderly close");

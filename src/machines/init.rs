@@ -25,7 +25,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::shutdown::Shutdown;
+use crate::server::shutdown::Shutdown;
 use crate::{Error, error, notice, sys, warn};
 
 /// Where the build puts the modules, and the file that lists them in load order.
@@ -289,6 +289,22 @@ fn power_off() -> ! {
     loop {
         thread::sleep(Duration::from_secs(3600));
     }
+}
+
+// The command line: arguments, help and parser.
+
+/// `jam init --help`.
+pub fn help() -> String {
+    "jam init: PID 1 of the appliance, a virtual machine in which jam is the whole system
+
+Usage: jam init        (or jam as /init with no arguments: it notices that it is PID 1)
+
+Mounts /proc, /sys and /dev, loads the modules in /lib/modules/jam, configures lo and the
+interface of the kernel's ip= parameter, serves on port 45000, reaps orphans, and powers off on
+the ACPI power button, ctrl-alt-del or SIGTERM. Settings are the kernel command line's NAME=value
+words (TZ, JAM_...). See deploy/appliance/README.md.
+"
+    .into()
 }
 
 #[cfg(test)]

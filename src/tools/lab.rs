@@ -11,15 +11,16 @@ use std::thread;
 use std::time::Duration;
 
 use futures_lite::future;
+use lexopt::prelude::*;
 use smol::Timer;
 
-use crate::client::{Session, Target};
-use crate::clock::{Clock, Zone};
-use crate::protocol::DEFAULT_PORT;
-use crate::reactor::Reactor;
+use crate::server::clock::{Clock, Zone};
+use crate::server::protocol::DEFAULT_PORT;
+use crate::server::reactor::Reactor;
+use crate::server::shutdown::Shutdown;
 use crate::server::{self, Limits};
-use crate::settings::show;
-use crate::shutdown::Shutdown;
+use crate::settings::{self, Env, Parsed, show, text, usage, value};
+use crate::tools::client::{Session, Target};
 use crate::{Error, outln};
 
 /// mesin1, the server.
@@ -122,7 +123,8 @@ async fn client(name: &str, source: IpAddr, target: &Target, args: &LabArgs) -> 
         }
         let session = async {
             let mut s =
-                Session::connect_from(Some(source), target, crate::client::DEFAULT_QUERY_TIMEOUT).await?;
+                Session::connect_from(Some(source), target, crate::tools::client::DEFAULT_QUERY_TIMEOUT)
+                    .await?;
             let reply = s.time().await?;
             s.quit().await?;
             Ok::<String, Error>(reply)
@@ -136,4 +138,49 @@ async fn client(name: &str, source: IpAddr, target: &Target, args: &LabArgs) -> 
         }
     }
     Ok(answered)
+}
+
+// The command line: arguments, help and parser.
+
+/// `jam lab --help`.
+pub fn help() -> String {
+    let d = LabArgs::default();
+    format!(
+        "jam lab: the course's three-machine experiment on the loopback range
+
+Usage: jam lab [OPTIONS]
+
+Needs no root and no Docker. mesin1 serves on 127.16.16.101; mesin2 and mesin3 connect from
+127.16.16.102 and 127.16.16.103 at the same time, each running connect, TIME, QUIT a few times.
+Prints the transcript, the server's log included, and exits 0 when every query was answered.
+
+Options:
+  -p, --port PORT         mesin1's port; 0 for any free one [default: {port}]
+  -n, --rounds N          sessions each client runs [default: {rounds}]
+  -i, --interval DUR      pause between a client's sessions [default: {interval}]
+      --tz ZONE           time zone of the replies [env: TZ] [default: the system's, else UTC]
+  -h, --help              print this help
+",
+        port = d.port,
+        rounds = d.rounds,
+        interval = show(d.interval),
+    )
+}
+
+/// Parses `jam lab`'s arguments.
+pub fn parse(p: &mut lexopt::Parser, env: Env) -> Result<Parsed<LabArgs>, Error> {
+    let mut args = LabArgs { zone_env: env("TZ"), ..LabArgs::default() };
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('p') | Long("port") => args.port = value(p, "--port", settings::port)?,
+            Short('n') | Long("rounds") => args.rounds = value(p, "--rounds", settings::count)? as u64,
+            Short('i') | Long("interval") => {
+                args.interval = value(p, "--interval", settings::duration_or_zero)?
+            }
+            Long("tz") => args.zone_flag = Some(text(p)?),
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    Ok(Parsed::Run(args))
 }

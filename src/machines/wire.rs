@@ -22,9 +22,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lexopt::prelude::*;
 use nix::sys::signal::Signal;
 
 use crate::Error;
+use crate::settings::{Parsed, text, usage};
 
 /// Frames waiting on one link, at most; more are dropped, as netem's default `limit 1000`.
 pub const QUEUE_LIMIT: usize = 1000;
@@ -264,6 +266,43 @@ fn deliver(ports: &[Arc<Port>], from: usize, rx: &Receiver<InFlight>) {
             }
         }
     }
+}
+
+// The command line: arguments, help and parser.
+
+/// `jam wire --help`.
+pub fn help() -> String {
+    "jam wire: a user-space Ethernet switch with impairments, for the network-namespace lab
+
+Usage: jam wire [OPTIONS] PORT...
+
+Creates one TAP interface per PORT and switches frames between them, applying to the frames
+each port sends the impairment its line in the file gives (delay, jitter, loss, rate), like
+netem, which many kernels lack. deploy/netns/lab runs it; see deploy/netns/README.md. Needs root
+(CAP_NET_ADMIN). SIGHUP rereads the file; SIGTERM or SIGINT stop it.
+
+Options:
+      --impairments FILE  lines of NAME [delay MS] [jitter MS] [loss PCT] [rate RATE]
+  -h, --help              print this help
+"
+    .into()
+}
+
+/// Parses `jam wire`'s arguments.
+pub fn parse(p: &mut lexopt::Parser) -> Result<Parsed<WireArgs>, Error> {
+    let mut args = WireArgs { ports: Vec::new(), impairments: None };
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Long("impairments") => args.impairments = Some(text(p)?.into()),
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Value(v) => args.ports.push(v.string().map_err(usage)?),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    if args.ports.len() < 2 {
+        return Err(Error::usage("jam wire needs at least two ports to switch between"));
+    }
+    Ok(Parsed::Run(args))
 }
 
 #[cfg(test)]

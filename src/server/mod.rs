@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -23,14 +23,21 @@ use std::time::{Duration, Instant};
 use event_listener::Event;
 use futures_lite::future;
 
-use crate::clock::{Clock, Zone};
-use crate::connection;
-use crate::log::{self, Level};
-use crate::protocol::{self, DEFAULT_PORT};
-use crate::reactor::{Interest, Reactor, Socket};
-use crate::settings::{self, env_override};
-use crate::shutdown::Shutdown;
+use crate::log;
+use crate::server::clock::{Clock, Zone};
+use crate::server::reactor::{Interest, Reactor, Socket};
+use crate::server::shutdown::Shutdown;
 use crate::{Error, debug, info, notice, sys, warn};
+
+pub mod clock;
+pub mod config;
+mod connection;
+pub mod protocol;
+pub mod reactor;
+pub mod shutdown;
+mod tzdb;
+
+pub use config::Config;
 
 /// Connections served at once; past it a new client gets `ERROR server busy`. Also capped by the
 /// open-files limit less [`RESERVED_FDS`].
@@ -73,7 +80,7 @@ pub const MAX_REFUSING: usize = 64;
 /// between: a flood turns thousands away a second, and a line each would bury the log.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-pub use crate::connection::Limits as ConnectionLimits;
+pub use crate::server::connection::Limits as ConnectionLimits;
 
 /// The limits on what clients can make the server hold: each connection's own, and the
 /// server's over all of them.
@@ -392,66 +399,6 @@ fn is_out_of_fds(e: &io::Error) -> bool {
     )
 }
 
-/// The address `jam serve` listens on unless told otherwise: the lab's port on every IPv4
-/// address.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DEFAULT_PORT));
-
-/// Settings of `jam serve`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    /// The address and port to listen on.
-    pub listen: SocketAddr,
-    /// `--tz`, else `TZ` (resolved to a [`Zone`] at start, so a bad name fails early).
-    pub zone_flag: Option<String>,
-    /// The `TZ` environment variable.
-    pub zone_env: Option<String>,
-    /// The limits on what clients can make the server hold.
-    pub limits: Limits,
-    /// The listen backlog.
-    pub backlog: u32,
-    /// Executor threads.
-    pub threads: usize,
-    /// The most detailed log lines written.
-    pub log: Level,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            listen: DEFAULT_LISTEN,
-            zone_flag: None,
-            zone_env: None,
-            limits: Limits::default(),
-            backlog: DEFAULT_BACKLOG,
-            threads: DEFAULT_THREADS,
-            log: DEFAULT_LOG,
-        }
-    }
-}
-
-/// The log level unless `JAM_LOG` or `--quiet` says otherwise: a line per connection.
-pub const DEFAULT_LOG: Level = Level::Info;
-
-impl Config {
-    /// The defaults, overridden by the `JAM_…` variables and `TZ` that `env` looks up. `jam serve`
-    /// starts from this before its flags; the appliance's init, which has no flags, uses it as it is.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
-        let mut c = Config { zone_env: env("TZ"), ..Config::default() };
-        let limits = &mut c.limits;
-        env_override(env, "JAM_LISTEN", settings::listen_addr, &mut c.listen)?;
-        env_override(env, "JAM_MAX_LINE", settings::line_limit, &mut limits.connection.max_line)?;
-        env_override(env, "JAM_IDLE_TIMEOUT", settings::duration, &mut limits.connection.idle_timeout)?;
-        env_override(env, "JAM_LINE_TIMEOUT", settings::duration, &mut limits.connection.line_timeout)?;
-        env_override(env, "JAM_MAX_CONNECTIONS", settings::count, &mut limits.max_connections)?;
-        env_override(env, "JAM_MAX_PER_ADDRESS", settings::count, &mut limits.max_per_address)?;
-        env_override(env, "JAM_GRACE", settings::duration, &mut limits.grace)?;
-        env_override(env, "JAM_BACKLOG", settings::backlog, &mut c.backlog)?;
-        env_override(env, "JAM_THREADS", settings::count, &mut c.threads)?;
-        env_override(env, "JAM_LOG", settings::log_level, &mut c.log)?;
-        Ok(c)
-    }
-}
-
 /// `jam serve`: serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
 pub fn run(config: Config) -> Result<(), Error> {
     // First, before any thread starts, so that every thread inherits the blocked signal mask.
@@ -502,7 +449,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
          line limit {} bytes, idle timeout {:?}, line timeout {:?}, grace {:?}; {threads} thread(s)",
         env!("CARGO_PKG_VERSION"),
         zone.name,
-        crate::tzdb::VERSION,
+        crate::server::tzdb::VERSION,
         limits.max_connections,
         limits.max_per_address,
         config.backlog,
@@ -539,6 +486,54 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `jam serve ARGS`'s settings, with no environment.
+    fn serve(args: &[&str]) -> Config {
+        let mut p = lexopt::Parser::from_args(args.iter().map(std::ffi::OsString::from));
+        match config::parse(&mut p, &|_| None).unwrap() {
+            crate::settings::Parsed::Run(c) => c,
+            crate::settings::Parsed::Help => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn the_protocol_doc_states_the_codes_replies_and_limits() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let errors = [
+            protocol::RequestError::Unknown,
+            protocol::RequestError::BareLf,
+            protocol::RequestError::NotUtf8,
+            protocol::RequestError::Control,
+            protocol::RequestError::TooLong,
+        ];
+        let replies = errors.iter().map(|e| e.reply()).chain([
+            protocol::BUSY,
+            protocol::TOO_MANY_FROM_ADDRESS,
+            protocol::IDLE_TIMEOUT,
+            protocol::LINE_TIMEOUT,
+            protocol::SHUTTING_DOWN,
+        ]);
+        for reply in replies {
+            let text = std::str::from_utf8(reply.strip_suffix(b"\r\n").unwrap()).unwrap();
+            assert!(doc.contains(&format!("`{text}`")), "docs/PROTOCOL.md does not show {text:?}");
+        }
+        // The limits table: "| `--flag`, VALUE [unit] |", each the flag's default.
+        let plain = serve(&[]);
+        let mut rows = 0;
+        for cell in doc.split('|').map(str::trim).filter(|c| c.starts_with("`--")) {
+            let (flag, value) = cell.split_once(", ").unwrap();
+            let number = value.split_whitespace().next().unwrap();
+            let flag = flag.trim_matches('`');
+            assert_eq!(serve(&[flag, number]), plain, "PROTOCOL.md: {cell}");
+            rows += 1;
+        }
+        assert_eq!(rows, 6, "the limits table has a row per limit");
+        let prose = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        let budget = format!("{} KiB of replies", connection::OUTPUT_BUDGET / 1024);
+        assert!(prose.contains(&budget), "PROTOCOL.md should say {budget:?}");
+        let linger = format!("up to {} s", connection::LINGER.as_secs());
+        assert!(prose.contains(&linger), "PROTOCOL.md should say {linger:?}");
+    }
 
     #[test]
     fn refusals_are_logged_once_an_interval_with_a_count_of_the_rest() {

@@ -1,0 +1,10 @@
+//! The tools: the commands a person runs against a time server, jam or any other.
+//!
+//! Each uses the server's protocol (to read a reply) and, where it stops on a signal, its
+//! shutdown; none is used by the server.
+
+pub mod bench;
+pub mod check;
+pub mod client;
+pub mod lab;
+pub mod talk;
