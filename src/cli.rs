@@ -296,7 +296,10 @@ mod tests {
         let Command::Probe(p) = parse_with(&["probe", "-v", "--timeout", "1s"], &[]).unwrap() else {
             panic!()
         };
-        assert_eq!((p.target, p.timeout, p.verbose), (client::Target::default(), Duration::from_secs(1), true));
+        assert_eq!(
+            (p.target, p.timeout, p.verbose),
+            (client::Target::default(), Duration::from_secs(1), true)
+        );
         assert!(parse_with(&["query", "a", "b"], &[]).is_err());
         let Command::Query(q) = parse_with(&["query", "-r", "--count", "0"], &[]).unwrap() else { panic!() };
         assert_eq!((q.count, q.reconnect), (0, true));
@@ -369,7 +372,8 @@ mod tests {
         for (name, needs, help) in helps {
             let base = [&[name][..], needs].concat();
             let with = |extra: &[&str], env: &[(&str, &str)]| {
-                parse_with(&[&base[..], extra].concat(), env).unwrap_or_else(|e| panic!("{base:?} {extra:?}: {e}"))
+                parse_with(&[&base[..], extra].concat(), env)
+                    .unwrap_or_else(|e| panic!("{base:?} {extra:?}: {e}"))
             };
             let plain = with(&[], &[]);
             for stated in stated_defaults(&help) {

@@ -23,7 +23,7 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub struct Config {
     /// The address and port to listen on.
     pub listen: SocketAddr,
-    /// `--tz`, else `TZ` (resolved to a [`Zone`] at start, so a bad name fails early).
+    /// `--tz`, else `TZ` (resolved to a [`Zone`](crate::server::clock::Zone) at start, so a bad name fails early).
     pub zone_flag: Option<String>,
     /// The `TZ` environment variable.
     pub zone_env: Option<String>,
