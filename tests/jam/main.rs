@@ -7,6 +7,7 @@
 //! - `netns`: the network-namespace lab of deploy/netns (needs root).
 //! - `appliance`: jam as PID 1 of a QEMU virtual machine (needs qemu-system-x86_64).
 //! - `orchestrators`: the Kubernetes manifests (offline) and the Swarm stack (needs Docker).
+//! - `layout`: the house's rules read from the source: dependencies one way, the papers.
 //! - `reliability`: load at this machine's ceiling, and bench/soak's abuse, briefly.
 //!
 //! Tests that need something this machine may lack (nc, Docker, root) skip with a loud message on
@@ -16,6 +17,7 @@ mod appliance;
 mod binary;
 mod check;
 mod container;
+mod layout;
 mod netns;
 mod orchestrators;
 mod reliability;

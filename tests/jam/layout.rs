@@ -1,0 +1,93 @@
+//! The house's rules, read from the source: dependencies point one way (src/lib.rs says which),
+//! and the papers that travel with the binary are there and current.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::support::repo;
+
+/// Every `.rs` file below `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The `crate::…` paths a file's code names (comments left out), with their line numbers.
+fn crate_paths(file: &Path) -> Vec<(usize, String)> {
+    let text = fs::read_to_string(file).unwrap();
+    let mut paths = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap();
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let tail = &rest[at + "crate::".len()..];
+            let end =
+                tail.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(tail.len());
+            if end > 0 {
+                paths.push((n + 1, tail[..end].to_string()));
+            }
+            rest = &tail[end..];
+        }
+        // `use crate::{a, b::c}`: each name in the braces.
+        if let Some(braced) = code.split("use crate::{").nth(1) {
+            let names = braced.split(['{', '}', ',', ' ', ';']).filter(|w| !w.is_empty());
+            paths.extend(names.map(|name| (n + 1, name.to_string())));
+        }
+    }
+    paths
+}
+
+/// What each part of src/ may not name, as src/lib.rs's layout doc says.
+const FORBIDDEN: [(&str, &[&str]); 6] = [
+    ("server", &["tools", "machines", "cli"]),
+    ("tools", &["machines", "cli"]),
+    ("machines", &["tools", "cli"]),
+    ("settings.rs", &["tools", "machines", "cli"]),
+    ("log.rs", &["server", "tools", "machines", "cli", "settings"]),
+    ("sys.rs", &["server", "tools", "machines", "cli", "settings"]),
+];
+
+#[test]
+fn dependencies_point_one_way() {
+    let src = repo().join("src");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (part, forbidden) in FORBIDDEN {
+        let root = src.join(part);
+        let files = if root.is_dir() { rust_files(&root) } else { vec![root] };
+        for file in files {
+            for (line, path) in crate_paths(&file) {
+                checked += 1;
+                let first = path.split("::").next().unwrap();
+                if forbidden.contains(&first) {
+                    wrong.push(format!(
+                        "{}:{line}: crate::{path}",
+                        file.strip_prefix(&src).unwrap().display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "imports that run back up (see src/lib.rs's layout):\n{}", wrong.join("\n"));
+    assert!(checked > 50, "only {checked} paths read: is the scan still reading the imports?");
+}
+
+#[test]
+fn the_scan_sees_each_form_of_import() {
+    let dir = std::env::temp_dir().join(format!("jam-layout-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.rs");
+    fs::write(&file, "use crate::tools::check;\nuse crate::{Error, cli};\nlet x = crate::machines::wire::run(); // crate::cli\n")
+        .unwrap();
+    let names: Vec<String> = crate_paths(&file).into_iter().map(|(_, p)| p).collect();
+    fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(names, ["tools::check", "Error", "cli", "machines::wire::run"]);
+}
