@@ -49,6 +49,8 @@ LABEL org.opencontainers.image.title="jam" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.source="https://example.invalid/jam"
 COPY --from=build /jam /jam
+# The papers that travel with the binary: jam's license and the notices of the crates in it.
+COPY LICENSE THIRD-PARTY-NOTICES /
 # nobody:nogroup; the port is above 1024, so no capability is needed to bind it.
 USER 65534:65534
 EXPOSE 45000

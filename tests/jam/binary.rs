@@ -226,9 +226,10 @@ fn the_static_build_has_no_interpreter_and_runs() {
     within_size_budget(&path, elf.len());
 }
 
-/// The stripped static binary's budget (issue #6): it is the whole of the scratch image and
-/// most of the appliance's initramfs. docs/PERFORMANCE.md says where the bytes go.
-const MAX_BINARY_BYTES: usize = 1024 * 1024;
+/// The stripped static binary's budget: it is the whole of the scratch image and most of the
+/// appliance's initramfs. 1 MiB until the capture, browser-view, grading and metrics work
+/// (issues #22 to #27), which raised it to 1.25 MiB. docs/PERFORMANCE.md says where the bytes go.
+const MAX_BINARY_BYTES: usize = 1024 * 1024 * 5 / 4;
 
 fn within_size_budget(path: &std::path::Path, len: usize) {
     assert!(

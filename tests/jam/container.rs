@@ -328,14 +328,17 @@ fn check_image(bin: &Path) {
     assert_eq!(field("{{json .Config.ExposedPorts}}"), r#"{"45000/tcp":{}}"#);
     assert_eq!(field("{{.Architecture}}"), "amd64");
     assert_eq!(field(r#"{{index .Config.Labels "org.opencontainers.image.title"}}"#), "jam");
-    // One layer with content, the size of the binary: nothing else is in the image.
+    // The binary and the papers that travel with it (LICENSE, THIRD-PARTY-NOTICES): nothing else
+    // is in the image.
     let size: u64 = field("{{.Size}}").parse().unwrap();
-    let binary = std::fs::metadata(bin).unwrap().len();
-    assert_eq!(size, binary, "the image holds more than the binary");
+    let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let papers = len(&repo().join("LICENSE")) + len(&repo().join("THIRD-PARTY-NOTICES"));
+    assert_eq!(size, len(bin) + papers, "the image holds more than the binary and its papers");
     let history = ok(&mut docker(&["history", "--no-trunc", "--format", "{{.Size}} {{.CreatedBy}}", IMAGE]));
     let layers: Vec<&str> = history.lines().filter(|l| !l.starts_with("0B ")).collect();
-    assert_eq!(layers.len(), 1, "{history}");
-    assert!(layers[0].contains("COPY") && layers[0].contains("/jam"), "{history}");
+    assert_eq!(layers.len(), 2, "{history}");
+    assert!(layers.iter().any(|l| l.contains("COPY") && l.contains("/jam")), "{history}");
+    assert!(layers.iter().any(|l| l.contains("COPY") && l.contains("THIRD-PARTY-NOTICES")), "{history}");
     // Executable by the image's user, whatever the umask of the checkout that staged it.
     assert_eq!(mode_in_image(IMAGE, "/jam"), 0o755);
     eprintln!("image {IMAGE}: {size} bytes");

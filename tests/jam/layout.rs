@@ -91,3 +91,52 @@ fn the_scan_sees_each_form_of_import() {
     fs::remove_dir_all(&dir).unwrap();
     assert_eq!(names, ["tools::check", "Error", "cli", "machines::wire::run"]);
 }
+
+/// The crates compiled into the binary for `target`, as `name version`, jam itself left out.
+fn crates_in_the_binary(target: &str) -> std::collections::BTreeSet<String> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--locked", "-e", "normal", "--prefix", "none", "--format", "{p}", "--target", target])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (name, version) = (words.next()?, words.next()?.strip_prefix('v')?);
+            (name != "jam").then(|| format!("{name} {version}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_papers_travel_with_the_binary_and_name_every_crate_in_it() {
+    let license = fs::read_to_string(repo().join("LICENSE")).expect("a LICENSE file");
+    let manifest = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("license = \"MIT\"") && license.starts_with("MIT License"),
+        "LICENSE and Cargo.toml"
+    );
+    let notices = fs::read_to_string(repo().join("THIRD-PARTY-NOTICES")).expect("THIRD-PARTY-NOTICES");
+    // "Crates:", then one line per crate: "  name version  license".
+    let listed: std::collections::BTreeSet<String> = notices
+        .split("Crates:\n")
+        .nth(1)
+        .expect("a Crates: list")
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut compiled = crates_in_the_binary("x86_64-unknown-linux-musl");
+    compiled.extend(crates_in_the_binary("aarch64-unknown-linux-musl"));
+    let missing: Vec<_> = compiled.difference(&listed).collect();
+    let extra: Vec<_> = listed.difference(&compiled).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "THIRD-PARTY-NOTICES is stale (run deploy/notices): missing {missing:?}, not in the binary {extra:?}"
+    );
+    // Each license's text, not only its name.
+    assert!(notices.contains("Permission is hereby granted") && notices.contains("Apache License"));
+}
