@@ -14,7 +14,7 @@ use crate::Error;
 use crate::machines::{init, wire};
 use crate::server::{self, config};
 use crate::settings::{Env, Parsed, usage};
-use crate::tools::{bench, check, client, lab, talk};
+use crate::tools::{bench, check, client, lab, show, talk};
 
 /// What to do, fully parsed.
 #[derive(Debug, PartialEq)]
@@ -35,6 +35,8 @@ pub enum Command {
     Wire(wire::WireArgs),
     /// `jam bench`.
     Bench(bench::BenchArgs),
+    /// `jam show`.
+    Show(show::ShowArgs),
     /// Run as PID 1 of the appliance.
     Init,
     /// Print this text to stdout and exit 0.
@@ -57,7 +59,7 @@ pub struct Entry {
 }
 
 /// Every command, in the order `jam --help` lists them.
-pub const COMMANDS: [Entry; 9] = [
+pub const COMMANDS: [Entry; 10] = [
     Entry {
         name: "serve",
         summary: "run the time server: TIME + CR LF gets JAM hh:mm:ss + CR LF",
@@ -92,6 +94,13 @@ pub const COMMANDS: [Entry; 9] = [
         help: talk::help,
         parse: |p, _| Ok(talk::parse(p)?.map(Command::Talk)),
         needs: &["mesin1"],
+    },
+    Entry {
+        name: "show",
+        summary: "a capture (pcap, pcapng) in the sheet's Wireshark columns, a frame's detail, a flow diagram",
+        help: show::help,
+        parse: |p, _| Ok(show::parse(p)?.map(Command::Show)),
+        needs: &["capture.pcap"],
     },
     Entry {
         name: "lab",
@@ -199,6 +208,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Wire(args) => wire::run(&args),
         Command::Init => init::run(),
         Command::Bench(args) => bench::run(&args),
+        Command::Show(args) => show::run(&args),
     }
 }
 

@@ -17,7 +17,13 @@
 //! - [`tools`]: the commands a person runs against a server: [`tools::client`] (`jam query`,
 //!   `jam probe`), [`tools::check`] (`jam check`, the grader), [`tools::talk`] (`jam talk`, like
 //!   `nc -C`), [`tools::bench`](mod@tools::bench) (`jam bench`, the load generator) and
-//!   [`tools::lab`] (`jam lab`, the three machines on 127.16.16.x).
+//!   [`tools::lab`] (`jam lab`, the three machines on 127.16.16.x), [`tools::show`] (`jam show`,
+//!   a capture in the sheet's columns) and [`tools::capture`] (`jam capture`).
+//! - [`packets`]: captures read and written, and shown as the course's Wireshark shows them:
+//!   [`packets::pcap`] (pcap and pcapng), [`packets::decode`] (link, IP and TCP headers),
+//!   [`packets::tcp`] (sessions followed: relative numbers, analysis), [`packets::table`] (the
+//!   sheet's columns and a frame's detail), [`packets::flow`] (sequence diagrams). A pure core:
+//!   no sockets, no clock.
 //! - [`machines`]: what the labs' machines are made of: [`machines::wire`] (the namespace lab's
 //!   switch) and [`machines::init`] (PID 1 of the appliance VM).
 //! - Leaves that every group uses: [`settings`] (setting values and flags written as text, for
@@ -31,6 +37,7 @@
 //!
 //! Dependencies point one way, and a test (`tests/jam/layout.rs`) holds them there:
 //! - the server knows nothing of the tools, the machines or the command table;
+//! - the packets know nothing of the server, the tools or the machines;
 //! - the tools and the machines use the server (its protocol, clock, shutdown), never each
 //!   other across groups;
 //! - the leaves (`settings`, `log`, `sys`) use nothing above them but the protocol's limits;
@@ -45,6 +52,7 @@
 pub mod cli;
 pub mod log;
 pub mod machines;
+pub mod packets;
 pub mod server;
 pub mod settings;
 mod sys;

@@ -13,8 +13,12 @@
 //!
 //! Every wait is bounded: by the idle timeout, by the time to finish a started line, and by the
 //! server's shutdown. Each wait hands the reactor its deadline, the earliest that could apply;
-//! the reactor keeps the deadlines of all connections (see [`crate::server::reactor`]), and one that
-//! moves later as the client makes progress costs nothing on the per-request path.
+//! the reactor keeps the deadlines of all connections (see [`crate::server::reactor`]), and one
+//! that moves later as the client makes progress costs nothing on the per-request path.
+//!
+//! `Connection` stays one type in one file on purpose: its methods are the steps of one loop
+//! (wait, read and answer, send, flush, close) over the same few fields, read top to bottom in
+//! the order they run. Split by step, a reader would jump between files to follow one request.
 
 use std::cell::RefCell;
 use std::fmt;

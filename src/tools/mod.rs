@@ -7,4 +7,5 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod lab;
+pub mod show;
 pub mod talk;

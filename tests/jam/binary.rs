@@ -438,9 +438,14 @@ fn the_aarch64_build_serves_and_queries_under_qemu() {
 #[test]
 fn the_scripts_print_usage_and_reject_unknown_commands() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for script in
-        ["deploy/lab", "deploy/netns/lab", "deploy/appliance/boot", "deploy/pcap-table", "tests/fuzz-smoke"]
-    {
+    for script in [
+        "deploy/lab",
+        "deploy/netns/lab",
+        "deploy/appliance/boot",
+        "deploy/pcap-table",
+        "deploy/notices",
+        "tests/fuzz-smoke",
+    ] {
         let help = Command::new(root.join(script)).arg("--help").output().unwrap();
         assert_eq!(help.status.code(), Some(0), "{script} --help");
         let shown = text(&help.stdout);

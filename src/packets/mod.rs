@@ -1,0 +1,76 @@
+//! Captures of the lab's exchange, read and shown as the course's Wireshark shows them.
+//!
+//! A pure core, like the server's protocol: bytes in, values and text out, no sockets and no
+//! clock, so that every rule is a unit test and tshark can be the oracle of the whole.
+//! - [`pcap`]: capture files read (pcap and pcapng) and written (pcap).
+//! - [`decode`]: a frame's link, IP and TCP headers.
+//! - [`tcp`]: each TCP session followed as Wireshark follows it: relative sequence numbers, the
+//!   window's scale, and the analysis flags (retransmission, duplicate ACK, ...).
+//! - [`table`]: the sheet's columns, Wireshark's Info text, and a frame's detail.
+//! - [`flow`]: a session as a sequence diagram, in text and SVG.
+
+pub mod decode;
+pub mod flow;
+pub mod pcap;
+pub mod table;
+pub mod tcp;
+
+use std::fmt;
+
+use decode::{Packet, Truncated};
+use pcap::Frame;
+use tcp::{Followed, Tracker};
+
+/// One TCP segment of a capture, as its session saw it.
+pub struct Segment<'f, 'a> {
+    /// The frame's number in the capture, from 1.
+    pub number: usize,
+    /// Nanoseconds since the capture's first frame.
+    pub time_ns: i64,
+    /// The frame.
+    pub frame: &'f Frame<'a>,
+    /// Its headers.
+    pub packet: Packet<'a>,
+    /// What its session makes of it.
+    pub followed: Followed,
+}
+
+/// A frame whose headers were not all captured.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// Its number, from 1.
+    pub number: usize,
+    /// What was cut.
+    pub why: Truncated,
+}
+
+impl fmt::Display for Cut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "frame {}: {}", self.number, self.why)
+    }
+}
+
+/// Calls `each` with every TCP segment to or from `port` (any port if 0), in the capture's
+/// order, each followed in its session. Frames that are not TCP over IP are passed over.
+pub fn segments<'a>(
+    frames: &[Frame<'a>],
+    port: u16,
+    mut each: impl FnMut(Segment<'_, 'a>),
+) -> Result<(), Cut> {
+    let start = frames.first().map_or(0, |f| f.time_ns);
+    let mut tracker = Tracker::new();
+    for (i, frame) in frames.iter().enumerate() {
+        let number = i + 1;
+        let packet = match decode::decode(frame.link, frame.data) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(why) => return Err(Cut { number, why }),
+        };
+        if port != 0 && packet.tcp.src_port != port && packet.tcp.dst_port != port {
+            continue;
+        }
+        let followed = tracker.follow(number, &packet);
+        each(Segment { number, time_ns: frame.time_ns - start, frame, packet, followed });
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! The sheet's view of a segment: Wireshark's columns (No., Time, Source, Destination, Protocol,
+//! Length, Info), and the detail of one frame (`jam show --detail`), each as Wireshark words it.
+
+use std::fmt::Write as _;
+
+use super::decode::{LinkHeader, Packet, TcpOption, flag, options};
+use super::pcap::Frame;
+use super::tcp::Followed;
+
+/// One row of the packet list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The frame's number in the capture, from 1.
+    pub number: usize,
+    /// Nanoseconds since the capture's first frame.
+    pub time_ns: i64,
+    /// The source address.
+    pub src: String,
+    /// The destination address.
+    pub dst: String,
+    /// The length on the wire, link header included.
+    pub length: u32,
+    /// Wireshark's Info text.
+    pub info: String,
+    /// The TCP session it belongs to, from 0.
+    pub session: usize,
+}
+
+/// The packet list's header line.
+pub const HEADER: &str = "No.     Time        Source           Destination      Protocol Length Info";
+
+impl Row {
+    /// The row for frame `number` whose segment `p` its session saw as `f`.
+    pub fn new(number: usize, time_ns: i64, frame: &Frame<'_>, p: &Packet<'_>, f: &Followed) -> Row {
+        Row {
+            number,
+            time_ns,
+            src: p.ip.src.to_string(),
+            dst: p.ip.dst.to_string(),
+            length: frame.wire_len,
+            info: info(p, f),
+            session: f.session,
+        }
+    }
+
+    /// The row as a line of the packet list (with no newline).
+    pub fn line(&self) -> String {
+        let mut line = String::with_capacity(120);
+        let (secs, nanos) = (self.time_ns.div_euclid(1_000_000_000), self.time_ns.rem_euclid(1_000_000_000));
+        let time = format!("{secs}.{:06}", nanos / 1000);
+        let _ = write!(
+            line,
+            "{:<7} {time:<11} {:<16} {:<16} TCP      {:<6} {}",
+            self.number, self.src, self.dst, self.length, self.info
+        );
+        line
+    }
+}
+
+/// The names of the flags set, as Wireshark lists them: `SYN, ACK`.
+pub fn flag_names(flags: u16) -> String {
+    const NAMES: [(u16, &str); 9] = [
+        (flag::FIN, "FIN"),
+        (flag::SYN, "SYN"),
+        (flag::RST, "RST"),
+        (flag::PSH, "PSH"),
+        (flag::ACK, "ACK"),
+        (flag::URG, "URG"),
+        (flag::ECE, "ECE"),
+        (flag::CWR, "CWR"),
+        (flag::AE, "AE"),
+    ];
+    let names: Vec<&str> = NAMES.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, name)| *name).collect();
+    if names.is_empty() { "<None>".into() } else { names.join(", ") }
+}
+
+/// Wireshark's Info for a TCP segment: the analysis, the ports, the flags, the relative numbers,
+/// the window, the length and the options.
+pub fn info(p: &Packet<'_>, f: &Followed) -> String {
+    let t = &p.tcp;
+    let mut s = String::with_capacity(128);
+    for a in &f.analysis {
+        let _ = write!(s, "[{}] ", a.label());
+    }
+    let _ = write!(s, "{} → {} [{}] Seq={}", t.src_port, t.dst_port, flag_names(t.flags), f.seq);
+    if t.flags & flag::ACK != 0 {
+        let _ = write!(s, " Ack={}", f.ack);
+    }
+    let _ = write!(s, " Win={}", f.window);
+    if t.flags & flag::URG != 0 {
+        let _ = write!(s, " Urg={}", t.urgent);
+    }
+    let _ = write!(s, " Len={}", t.len);
+    let mut sack = f.sack.iter();
+    for o in options(t.options) {
+        match o {
+            TcpOption::Mss(v) => {
+                let _ = write!(s, " MSS={v}");
+            }
+            TcpOption::WindowScale(shift) => {
+                let _ = write!(s, " WS={}", 1u32 << shift.min(14));
+            }
+            TcpOption::SackPermitted => s.push_str(" SACK_PERM"),
+            TcpOption::Timestamp(val, ecr) => {
+                let _ = write!(s, " TSval={val} TSecr={ecr}");
+            }
+            TcpOption::Sack(_, count) => {
+                for (left, right) in sack.by_ref().take(count) {
+                    let _ = write!(s, " SLE={left} SRE={right}");
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// What a segment does, in a plain sentence: the line that keeps a student from taking the SYN
+/// for the segment that carries the time.
+pub fn meaning(p: &Packet<'_>, f: &Followed) -> String {
+    let t = &p.tcp;
+    let who = if f.from_client { "the client" } else { "the server" };
+    let has = |bit| t.flags & bit != 0;
+    let carries = if t.len == 0 {
+        "It carries no data: its bytes are all headers.".to_string()
+    } else {
+        format!(
+            "It carries {} byte{} of data: \"{}\".",
+            t.len,
+            if t.len == 1 { "" } else { "s" },
+            shown(t.payload)
+        )
+    };
+    let does = if has(flag::RST) {
+        format!("{who} resets the connection: it is torn down at once, and data still in flight is lost.")
+    } else if has(flag::SYN) && has(flag::ACK) {
+        "The server agrees to the connection (handshake 2 of 3) and acknowledges the client's SYN."
+            .to_string()
+    } else if has(flag::SYN) {
+        "The client asks to connect (handshake 1 of 3): it sends its initial sequence number and options."
+            .to_string()
+    } else if has(flag::FIN) {
+        format!("{who} closes its side: it will send no more data (FIN).")
+    } else if t.len > 0 && f.from_client {
+        "The client sends its request.".to_string()
+    } else if t.len > 0 {
+        "The server sends its reply.".to_string()
+    } else if f.seq == 1 && f.ack == 1 {
+        "The client acknowledges the server's SYN: the connection is open (handshake 3 of 3).".to_string()
+    } else {
+        format!("{who} acknowledges the bytes it has received, up to relative sequence number {}.", f.ack)
+    };
+    format!("{does} {carries}")
+}
+
+/// Up to 40 bytes with CR, LF and other controls made visible, as `jam talk --show-bytes` does.
+pub fn shown(payload: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in payload.iter().take(40) {
+        match b {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\t' => out.push_str("\\t"),
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            32..=126 => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    if payload.len() > 40 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// `jam show --detail N`: the frame's layers as Wireshark's detail names them, where its bytes
+/// go, and what the segment does.
+pub fn detail(number: usize, frame: &Frame<'_>, p: &Packet<'_>, f: &Followed) -> String {
+    let t = &p.tcp;
+    let wire = frame.wire_len as usize;
+    let captured = frame.data.len();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Frame {number}: {wire} bytes on wire ({} bits), {captured} bytes captured ({} bits)",
+        wire * 8,
+        captured * 8
+    );
+    let link_len = p.link.len();
+    let link_name = match p.link {
+        LinkHeader::Ethernet { src, dst, .. } => {
+            format!("Ethernet II, Src: {}, Dst: {}", mac(&src), mac(&dst))
+        }
+        LinkHeader::Cooked { version: 1, .. } => "Linux cooked capture v1".to_string(),
+        LinkHeader::Cooked { .. } => "Linux cooked capture v2".to_string(),
+        LinkHeader::Raw => "Raw packet data".to_string(),
+        LinkHeader::Loopback { family } => format!("Null/Loopback, Family: {family}"),
+    };
+    let _ = writeln!(s, "{link_name}");
+    let _ = writeln!(s, "Internet Protocol Version {}, Src: {}, Dst: {}", p.ip.version, p.ip.src, p.ip.dst);
+    let ack = if t.flags & flag::ACK != 0 { format!(", Ack: {}", f.ack) } else { String::new() };
+    let _ = writeln!(
+        s,
+        "Transmission Control Protocol, Src Port: {}, Dst Port: {}, Seq: {}{ack}, Len: {}",
+        t.src_port, t.dst_port, f.seq, t.len
+    );
+    if t.len > 0 {
+        let _ = writeln!(s, "Data ({} bytes)", t.len);
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Where its {wire} bytes go:");
+    let link_what = match p.link {
+        LinkHeader::Ethernet { .. } => "Ethernet header: destination and source MAC addresses, EtherType",
+        LinkHeader::Cooked { version: 1, .. } => {
+            "Linux cooked header (a capture on \"any\"): packet type, address type and length, address, protocol"
+        }
+        LinkHeader::Cooked { .. } => {
+            "Linux cooked v2 header (a capture on \"any\"): protocol, interface, address"
+        }
+        LinkHeader::Raw => "no link header (raw IP)",
+        LinkHeader::Loopback { .. } => "loopback header: the address family",
+    };
+    let ip_options = p.ip.header_len - if p.ip.version == 4 { 20 } else { 40 };
+    let ip_what = if ip_options > 0 {
+        format!("IPv{} header, {ip_options} of them options or extension headers", p.ip.version)
+    } else {
+        format!("IPv{} header: addresses, length, TTL, protocol", p.ip.version)
+    };
+    let tcp_what = format!(
+        "TCP header: ports, sequence and acknowledgement numbers, flags, window; {} of them options{}",
+        t.header_len - 20,
+        option_names(t.options)
+    );
+    let payload_what =
+        if t.len == 0 { "payload: none".to_string() } else { format!("payload: \"{}\"", shown(t.payload)) };
+    let rows = [
+        (link_len, link_what.to_string()),
+        (p.ip.header_len, ip_what),
+        (t.header_len, tcp_what),
+        (t.len, payload_what),
+    ];
+    let mut total = 0;
+    for (n, what) in rows {
+        if n == 0 && what.starts_with("no link") {
+            continue;
+        }
+        total += n;
+        let _ = writeln!(s, "  {n:>5} bytes  {what}");
+    }
+    let trailer = wire.saturating_sub(total);
+    if trailer > 0 {
+        let _ = writeln!(s, "  {trailer:>5} bytes  Ethernet padding (a frame is at least 60 bytes)");
+    }
+    let _ = writeln!(s, "  {wire:>5} bytes  in all");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{}", meaning(p, f));
+    if let LinkHeader::Cooked { version, .. } = p.link {
+        let _ = writeln!(
+            s,
+            "(Captured on \"any\": the {}-byte Linux cooked header stands where Ethernet's 14 bytes would, so \
+             every frame is {} bytes longer than on one interface: a SYN with options is 76 bytes here, 74 on eth0.)",
+            p.link.len(),
+            p.link.len() - 14
+        );
+        let _ = version;
+    }
+    s
+}
+
+/// ` (MSS, SACK_PERM, ...)`: the options a header carries, by name.
+fn option_names(bytes: &[u8]) -> String {
+    let names: Vec<&str> = options(bytes)
+        .filter_map(|o| match o {
+            TcpOption::Mss(_) => Some("MSS"),
+            TcpOption::WindowScale(_) => Some("window scale"),
+            TcpOption::SackPermitted => Some("SACK permitted"),
+            TcpOption::Sack(..) => Some("SACK"),
+            TcpOption::Timestamp(..) => Some("timestamps"),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() { String::new() } else { format!(" ({})", names.join(", ")) }
+}
+
+fn mac(b: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+}
