@@ -14,7 +14,7 @@ use crate::Error;
 use crate::machines::{init, wire};
 use crate::server::{self, config};
 use crate::settings::{Env, Parsed, usage};
-use crate::tools::{bench, check, client, lab, show, talk};
+use crate::tools::{bench, capture, check, client, lab, show, talk};
 
 /// What to do, fully parsed.
 #[derive(Debug, PartialEq)]
@@ -37,6 +37,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// `jam show`.
     Show(show::ShowArgs),
+    /// `jam capture`.
+    Capture(capture::CaptureArgs),
     /// Run as PID 1 of the appliance.
     Init,
     /// Print this text to stdout and exit 0.
@@ -59,7 +61,7 @@ pub struct Entry {
 }
 
 /// Every command, in the order `jam --help` lists them.
-pub const COMMANDS: [Entry; 10] = [
+pub const COMMANDS: [Entry; 11] = [
     Entry {
         name: "serve",
         summary: "run the time server: TIME + CR LF gets JAM hh:mm:ss + CR LF",
@@ -94,6 +96,13 @@ pub const COMMANDS: [Entry; 10] = [
         help: talk::help,
         parse: |p, _| Ok(talk::parse(p)?.map(Command::Talk)),
         needs: &["mesin1"],
+    },
+    Entry {
+        name: "capture",
+        summary: "capture the lab's TCP segments on this machine, live and into a pcap file (CAP_NET_RAW)",
+        help: capture::help,
+        parse: |p, _| Ok(capture::parse(p)?.map(Command::Capture)),
+        needs: &[],
     },
     Entry {
         name: "show",
@@ -209,6 +218,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Init => init::run(),
         Command::Bench(args) => bench::run(&args),
         Command::Show(args) => show::run(&args),
+        Command::Capture(args) => capture::run(&args),
     }
 }
 

@@ -9,7 +9,9 @@
 //! that is sound beside it. Also `listen` itself, in [`set_backlog`]: nix's safe wrapper caps
 //! the queue at musl's `SOMAXCONN` of 128, which is the very figure the setting exists to raise.
 //! And `accept4`, in [`accept_nonblocking`]: nix's safe wrapper does not return the client's
-//! address, which would cost a `getpeername` per connection. The rest of the crate denies
+//! address, which would cost a `getpeername` per connection. And `jam capture`'s packet socket
+//! ([`packet_socket`], [`packet_statistics`]): the BPF filter, the bind to an interface, the
+//! kernel's drop count, none of which nix wraps. The rest of the crate denies
 //! `unsafe_code`; `main.rs` forbids it.
 
 use std::io;
@@ -225,4 +227,76 @@ pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
         add_route(sock.as_raw_fd(), &route)?;
     }
     Ok(())
+}
+
+/// A packet socket (AF_PACKET) for `jam capture`: `cooked` hands up each frame from its IP
+/// header with the link-layer facts in the address (SOCK_DGRAM, as `tcpdump -i any`), else whole
+/// frames (SOCK_RAW); on interface `ifindex` only, or on every one (0). `filter`, classic BPF
+/// instructions (code, jump if true, jump if false, constant), is attached
+/// before the socket is bound, so that no frame it would drop is ever queued. Needs CAP_NET_RAW.
+//
+// SO_ATTACH_FILTER and the bind to a `sockaddr_ll`: nix has no safe call for either. Each passes
+// a structure built on the stack that outlives the call, which the kernel only reads.
+#[allow(unsafe_code)]
+pub fn packet_socket(cooked: bool, ifindex: u32, filter: &[(u16, u8, u8, u32)]) -> io::Result<OwnedFd> {
+    use nix::libc;
+    let kind = if cooked { SockType::Datagram } else { SockType::Raw };
+    // Protocol 0: the socket receives nothing until it is bound with a protocol, below.
+    let sock: OwnedFd = socket(AddressFamily::Packet, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    let fd = sock.as_raw_fd();
+    let program: Vec<libc::sock_filter> =
+        filter.iter().map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k }).collect();
+    let fprog =
+        libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: `fprog` points at `program`, both alive for the call; the kernel copies the program.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: an all-zero sockaddr_ll is a valid value; the fields that matter are set below.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_ifindex = ifindex as i32;
+    // SAFETY: `addr` is a valid sockaddr_ll on the stack for the call, with its true length.
+    let bound = unsafe {
+        libc::bind(fd, (&raw const addr).cast(), std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t)
+    };
+    if bound != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+/// Frames a packet socket has received and dropped (its queue full) since the last call:
+/// PACKET_STATISTICS, which resets as it is read.
+//
+// getsockopt with a `tpacket_stats`, which nix does not declare.
+#[allow(unsafe_code)]
+pub fn packet_statistics(sock: &OwnedFd) -> io::Result<(u64, u64)> {
+    use nix::libc;
+    let mut stats = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `stats` and `len` are valid for writes of the sizes given, for the call.
+    let got = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&raw mut stats).cast(),
+            &mut len,
+        )
+    };
+    if got != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stats.tp_packets as u64, stats.tp_drops as u64))
 }

@@ -4,12 +4,14 @@
 //! clock, so that every rule is a unit test and tshark can be the oracle of the whole.
 //! - [`pcap`]: capture files read (pcap and pcapng) and written (pcap).
 //! - [`decode`]: a frame's link, IP and TCP headers.
+//! - [`filter`]: the kernel-side filter of a capture (classic BPF).
 //! - [`tcp`]: each TCP session followed as Wireshark follows it: relative sequence numbers, the
 //!   window's scale, and the analysis flags (retransmission, duplicate ACK, ...).
 //! - [`table`]: the sheet's columns, Wireshark's Info text, and a frame's detail.
 //! - [`flow`]: a session as a sequence diagram, in text and SVG.
 
 pub mod decode;
+pub mod filter;
 pub mod flow;
 pub mod pcap;
 pub mod table;

@@ -4,6 +4,7 @@
 //! shutdown; none is used by the server.
 
 pub mod bench;
+pub mod capture;
 pub mod check;
 pub mod client;
 pub mod lab;

@@ -53,7 +53,7 @@ const FORBIDDEN: [(&str, &[&str]); 7] = [
     ("machines", &["tools", "cli"]),
     ("settings.rs", &["tools", "machines", "cli"]),
     ("log.rs", &["server", "tools", "machines", "cli", "settings"]),
-    ("sys.rs", &["server", "tools", "machines", "cli", "settings"]),
+    ("sys.rs", &["server", "tools", "machines", "cli", "settings", "packets"]),
 ];
 
 #[test]
