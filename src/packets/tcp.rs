@@ -88,6 +88,9 @@ struct Direction {
     scale_option: Option<Option<u8>>,
     /// The next sequence number after everything sent so far.
     next_seq: Option<u32>,
+    /// The end of what the other side has to acknowledge: moved by data, SYN and FIN only, not
+    /// by a bare ACK that jumps ahead (Wireshark's `maxseqtobeacked`).
+    max_to_ack: Option<u32>,
     /// The last acknowledgement sent, and the window sent with it.
     last_ack: Option<u32>,
     last_window: Option<u32>,
@@ -215,8 +218,8 @@ impl Tracker {
             analysis.insert(0, Analysis::ZeroWindow);
         }
         if has_ack && !rst {
-            if let Some(rev_next) = rev.next_seq {
-                if seq_gt(t.ack, rev_next) {
+            if let Some(rev_max) = rev.max_to_ack {
+                if seq_gt(t.ack, rev_max) {
                     analysis.push(Analysis::AckedUnseen);
                 }
             }
@@ -233,6 +236,9 @@ impl Tracker {
         let end = seq.wrapping_add(seglen).wrapping_add(syn as u32 + fin as u32);
         if fwd.next_seq.is_none_or(|n| seq_gt(end, n)) {
             fwd.next_seq = Some(end);
+        }
+        if (seglen > 0 || syn || fin) && fwd.max_to_ack.is_none_or(|m| seq_gt(end, m)) {
+            fwd.max_to_ack = Some(end);
         }
         if has_ack && !dup && (fwd.last_ack != Some(t.ack) || fwd.last_window != Some(window)) {
             fwd.last_new_ack_frame = frame;

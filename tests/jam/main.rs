@@ -2,6 +2,7 @@
 //!
 //! - `server`: the server in-process over real sockets on 127.0.0.1, exact bytes.
 //! - `binary`: the real `jam` executable as a subprocess: signals, exit codes, nc, the static build.
+//! - `capture`: `jam capture` and `jam show` on real captures, with tshark as the oracle (root).
 //! - `check`: `jam check` against jam, the sheet's server and servers with one known fault each.
 //! - `container`: the FROM scratch image and the compose lab (needs Docker).
 //! - `netns`: the network-namespace lab of deploy/netns (needs root).
@@ -15,6 +16,7 @@
 
 mod appliance;
 mod binary;
+mod capture;
 mod check;
 mod container;
 mod layout;
