@@ -43,6 +43,24 @@ pub enum Analysis {
 }
 
 impl Analysis {
+    /// Where it stands before the Info, left to right. Wireshark checks the flags in one order
+    /// (retransmission, lost segment, unseen data acknowledged, keep-alive, window update,
+    /// keep-alive ACK, duplicate ACK, zero window) and puts each label in front of the Info as
+    /// it goes, so they read in the reverse order.
+    fn rank(&self) -> u8 {
+        match self {
+            Analysis::PortsReused => 0,
+            Analysis::ZeroWindow => 1,
+            Analysis::DupAck { .. } => 2,
+            Analysis::KeepAliveAck => 3,
+            Analysis::WindowUpdate => 4,
+            Analysis::KeepAlive => 5,
+            Analysis::AckedUnseen => 6,
+            Analysis::PreviousNotCaptured => 7,
+            Analysis::Retransmission => 8,
+        }
+    }
+
     /// The bracketed text Wireshark puts before the Info.
     pub fn label(&self) -> String {
         match self {
@@ -180,13 +198,10 @@ impl Tracker {
             fwd.scale_option = Some(scale);
         }
         // The window: a SYN's is never scaled; after it, the scale both SYNs agreed.
-        let window = if syn {
-            t.window as u32
-        } else {
-            match (fwd.scale_option, rev.scale_option) {
-                (Some(Some(mine)), Some(Some(_))) => (t.window as u32) << mine,
-                _ => t.window as u32,
-            }
+        // Unknown if this side's SYN was not seen; none if either SYN was seen without the option.
+        let window = match (syn, fwd.scale_option, rev.scale_option) {
+            (false, Some(Some(mine)), Some(Some(_)) | None) => (t.window as u32) << mine,
+            _ => t.window as u32,
         };
 
         let seglen = t.len as u32;
@@ -215,12 +230,14 @@ impl Tracker {
             }
         }
         if window == 0 && !control {
-            analysis.insert(0, Analysis::ZeroWindow);
+            analysis.push(Analysis::ZeroWindow);
         }
         if has_ack && !rst {
             if let Some(rev_max) = rev.max_to_ack {
                 if seq_gt(t.ack, rev_max) {
                     analysis.push(Analysis::AckedUnseen);
+                    // Said once: what the other side sent is now taken as acknowledged.
+                    rev.max_to_ack = rev.next_seq;
                 }
             }
         }
@@ -237,7 +254,9 @@ impl Tracker {
         if fwd.next_seq.is_none_or(|n| seq_gt(end, n)) {
             fwd.next_seq = Some(end);
         }
-        if (seglen > 0 || syn || fin) && fwd.max_to_ack.is_none_or(|m| seq_gt(end, m)) {
+        // Data after a gap does not count: its acknowledgement shows the gap.
+        let after_gap = analysis.contains(&Analysis::PreviousNotCaptured);
+        if (seglen > 0 || syn || fin) && !after_gap && fwd.max_to_ack.is_none_or(|m| seq_gt(end, m)) {
             fwd.max_to_ack = Some(end);
         }
         if has_ack && !dup && (fwd.last_ack != Some(t.ack) || fwd.last_window != Some(window)) {
@@ -250,6 +269,7 @@ impl Tracker {
         fwd.last_window = Some(window);
         fwd.keep_alive = keep_alive;
 
+        analysis.sort_by_key(Analysis::rank);
         let rev_base = rev.base.unwrap_or(0);
         let sack = options(t.options)
             .flat_map(|o| match o {

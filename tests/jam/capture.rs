@@ -26,7 +26,9 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if std::env::var_os("JAM_KEEP_CAPTURES").is_none() {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
