@@ -141,3 +141,30 @@ fn the_papers_travel_with_the_binary_and_name_every_crate_in_it() {
     // Each license's text, not only its name.
     assert!(notices.contains("Permission is hereby granted") && notices.contains("Apache License"));
 }
+
+#[test]
+fn scripts_keep_lf_line_endings_on_every_checkout() {
+    let attributes = fs::read_to_string(repo().join(".gitattributes")).expect("a .gitattributes file");
+    assert!(
+        attributes.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["*", "text=auto", "eol=lf"]),
+        ".gitattributes must check text out with LF everywhere: {attributes}"
+    );
+    let listed = std::process::Command::new("git").args(["ls-files", "-z"]).current_dir(repo()).output();
+    let Some(listed) = listed.ok().filter(|o| o.status.success()) else {
+        // A source tree without git (a tarball): nothing is checked out by git.
+        return;
+    };
+    let mut scripts = 0;
+    for name in String::from_utf8(listed.stdout).unwrap().split('\0').filter(|n| !n.is_empty()) {
+        let Ok(bytes) = fs::read(repo().join(name)) else { continue };
+        let script = bytes.starts_with(b"#!")
+            || name.ends_with(".yml")
+            || name.ends_with(".yaml")
+            || name.rsplit('/').next().unwrap().starts_with("Dockerfile");
+        if script {
+            scripts += 1;
+            assert!(!bytes.windows(2).any(|w| w == b"\r\n"), "{name} has CR LF line endings");
+        }
+    }
+    assert!(scripts >= 20, "only {scripts} scripts found");
+}
