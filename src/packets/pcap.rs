@@ -165,9 +165,22 @@ fn read_pcapng(bytes: &[u8]) -> Result<Vec<Frame<'_>>, Error> {
     while !rest.is_empty() {
         let at = bytes.len() - rest.len();
         let number = frames.len() + 1;
+        // Every block says its length after its type. pcap-parser subtracts 12 from it unchecked
+        // (found by fuzzing: a length under 12 overflows), so it is checked here first.
+        let Some(len) = rest.get(4..8) else { return Err(Error::Truncated { frame: number, offset: at }) };
+        let section = rest.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]);
+        let be = if section { rest.get(8..12) == Some(&[0x1a, 0x2b, 0x3c, 0x4d]) } else { big_endian };
+        let len = [len[0], len[1], len[2], len[3]];
+        let len = if be { u32::from_be_bytes(len) } else { u32::from_le_bytes(len) } as usize;
+        if len < 12 || len % 4 != 0 {
+            return Err(Error::Corrupt { frame: number, offset: at });
+        }
+        if len > rest.len() {
+            return Err(Error::Truncated { frame: number, offset: at });
+        }
         let parse = if big_endian { pcap_parser::parse_block_be } else { pcap_parser::parse_block_le };
         // A section header says its own byte order: it is read by the magic, not the last one.
-        let parsed = if rest.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let parsed = if section {
             pcap_parser::parse_sectionheaderblock(rest).map(|(r, b)| (r, Block::SectionHeader(b)))
         } else {
             parse(rest)

@@ -248,8 +248,8 @@ fn has_interpreter(elf: &[u8]) -> bool {
 }
 
 #[test]
-fn the_readme_shows_the_real_help() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn the_reference_shows_the_real_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/REFERENCE.md")).unwrap();
     // Every command that `jam --help` lists, as tests/update-readme-help writes them.
     let main = text(&jam(&["--help"]).stdout);
     let commands: Vec<&str> = main
@@ -267,7 +267,7 @@ fn the_readme_shows_the_real_help() {
         let shown = format!("$ jam {}\n{help}```", args.join(" "));
         assert!(
             readme.contains(&shown),
-            "README.md does not show the current `jam {}` (run tests/update-readme-help):\n{help}",
+            "docs/REFERENCE.md does not show the current `jam {}` (run tests/update-readme-help):\n{help}",
             args.join(" ")
         );
     }
@@ -438,14 +438,9 @@ fn the_aarch64_build_serves_and_queries_under_qemu() {
 #[test]
 fn the_scripts_print_usage_and_reject_unknown_commands() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for script in [
-        "deploy/lab",
-        "deploy/netns/lab",
-        "deploy/appliance/boot",
-        "deploy/pcap-table",
-        "deploy/notices",
-        "tests/fuzz-smoke",
-    ] {
+    for script in
+        ["deploy/lab", "deploy/netns/lab", "deploy/appliance/boot", "deploy/notices", "tests/fuzz-smoke"]
+    {
         let help = Command::new(root.join(script)).arg("--help").output().unwrap();
         assert_eq!(help.status.code(), Some(0), "{script} --help");
         let shown = text(&help.stdout);
@@ -457,8 +452,6 @@ fn the_scripts_print_usage_and_reject_unknown_commands() {
     }
     for script in [
         "deploy/image",
-        "deploy/pcap-table",
-        "deploy/pcap-flow",
         "deploy/appliance/build",
         "deploy/appliance/boot-time",
         "deploy/kubernetes/check",

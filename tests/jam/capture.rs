@@ -203,7 +203,7 @@ fn jam_rows(pcap: &Path, port: u16) -> Vec<Vec<String>> {
 
 /// Every row of `pcap` the same in jam show and tshark: returns the rows, for what a test
 /// checks beyond agreement.
-fn agree_with_tshark(pcap: &Path, port: u16) -> Vec<Vec<String>> {
+pub(crate) fn agree_with_tshark(pcap: &Path, port: u16) -> Vec<Vec<String>> {
     let expected = tshark_rows(pcap, port);
     let shown = jam_rows(pcap, port);
     assert!(!expected.is_empty(), "tshark found no segments in {}", pcap.display());

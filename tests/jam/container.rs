@@ -250,7 +250,7 @@ fn lab_of_the_sheet(lab: Lab) {
     assert_time(&talked);
 
     check_hardening(&lab, &server);
-    capture_shows_the_sheets_exchange();
+    capture_shows_the_sheets_exchange(&lab);
 
     // `stop` ends every machine at once: SIGTERM handled by jam as PID 1, exit code 0 (a
     // container killed after the stop timeout would show 137).
@@ -338,7 +338,10 @@ fn check_image(bin: &Path) {
     let layers: Vec<&str> = history.lines().filter(|l| !l.starts_with("0B ")).collect();
     assert_eq!(layers.len(), 2, "{history}");
     assert!(layers.iter().any(|l| l.contains("COPY") && l.contains("/jam")), "{history}");
-    assert!(layers.iter().any(|l| l.contains("COPY") && l.contains("THIRD-PARTY-NOTICES")), "{history}");
+    // The papers are there beside the binary, readable by anyone.
+    for paper in ["/LICENSE", "/THIRD-PARTY-NOTICES"] {
+        assert_eq!(mode_in_image(IMAGE, paper) & 0o444, 0o444, "{paper}");
+    }
     // Executable by the image's user, whatever the umask of the checkout that staged it.
     assert_eq!(mode_in_image(IMAGE, "/jam"), 0o755);
     eprintln!("image {IMAGE}: {size} bytes");
@@ -369,35 +372,54 @@ fn check_hardening(lab: &Lab, server: &str) {
     }
 }
 
-/// Captures the clients' sessions on the lab bridge and checks the sheet's sequence in each.
-fn capture_shows_the_sheets_exchange() {
-    let root = nix::unistd::Uid::effective().is_root();
-    let tools = have("tcpdump", "--version") && have("tshark", "--version");
-    if !require("root with tcpdump and tshark (packet capture)", root && tools) {
+/// mesin1's view, captured as a student does it with Docker alone: the compose file's capture
+/// service (jam capture in mesin1's network namespace, writing to captures/), read by jam show
+/// (and by deploy/lab show, which runs it in the lab's own container), with tshark as the oracle.
+fn capture_shows_the_sheets_exchange(lab: &Lab) {
+    let name = format!("{}.pcap", lab.project);
+    let pcap = lab.dir.join("captures").join(&name);
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(pcap.clone());
+    // The clients query every second; four seconds hold several whole sessions of each.
+    let target = format!("/captures/{name}");
+    let out = run(&mut lab.compose(&[
+        "--profile",
+        "capture",
+        "run",
+        "--rm",
+        "-T",
+        "capture",
+        "capture",
+        "--seconds",
+        "4",
+        "-w",
+        &target,
+        "-q",
+    ]));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("0 packets dropped by kernel"), "{said}");
+    // Cooked, as the sheet's capture on "any": the SYN is 76 bytes.
+    let shown = ok(Command::new(crate::support::JAM).args(["show"]).arg(&pcap));
+    let syn = shown.lines().find(|l| l.contains("[SYN]")).expect("a SYN");
+    assert!(syn.contains(" TCP      76 "), "{syn}");
+    // The wrapper, which runs jam show in the lab's capture container, says the same.
+    let wrapped = ok(Command::new(repo().join("deploy/lab"))
+        .args(["show", &format!("captures/{name}")])
+        .env("COMPOSE_PROJECT_NAME", &lab.project)
+        .env("JAM_IMAGE", &lab.image));
+    assert_eq!(wrapped, shown);
+    if !require("tshark (the oracle of jam show)", have("tshark", "--version")) {
         return;
     }
-    let pcap = std::env::temp_dir().join(format!("jam-lab-{}.pcap", std::process::id()));
-    let tcpdump = Command::new("tcpdump")
-        .args(["-i", "progjar-network", "-U", "-w"])
-        .arg(&pcap)
-        .arg("tcp port 45000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let tcpdump = Reaped(tcpdump);
-    // The clients query every second; four seconds hold several whole sessions of each.
-    thread::sleep(Duration::from_secs(4));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tcpdump.0.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    drop(tcpdump);
+    crate::capture::agree_with_tshark(&pcap, 45000);
     let sessions = crate::support::tcp_sessions(&pcap);
     flow_diagram_of(&pcap, &sessions);
-    let _ = std::fs::remove_file(&pcap);
-    eprintln!("captured {} session(s) on progjar-network", sessions.len());
+    eprintln!("captured {} session(s) in mesin1's view", sessions.len());
     for client in ["172.16.16.102", "172.16.16.103"] {
         let complete: Vec<_> = sessions.iter().filter(|s| s.client == client && s.complete).collect();
         assert!(!complete.is_empty(), "no whole session of {client} captured: {sessions:#?}");
@@ -407,15 +429,12 @@ fn capture_shows_the_sheets_exchange() {
     }
 }
 
-/// `deploy/lab show FILE --flow --svg OUT` on a capture of the lab: the text names each session's
+/// `jam show FILE --flow --svg OUT` on a capture of the lab: the text names each session's
 /// segments in order, and the SVG is well-formed, has one arrow per segment and renders.
 fn flow_diagram_of(pcap: &Path, sessions: &[crate::support::TcpSession]) {
-    let svg = pcap.with_extension("svg");
-    let text = ok(Command::new(repo().join("deploy/lab"))
-        .args(["show"])
-        .arg(pcap)
-        .args(["--flow", "--svg"])
-        .arg(&svg));
+    let svg = std::env::temp_dir().join(format!("jam-flow-{}.svg", std::process::id()));
+    let text =
+        ok(Command::new(crate::support::JAM).args(["show"]).arg(pcap).args(["--flow", "--svg"]).arg(&svg));
     let complete = sessions.iter().find(|s| s.complete).expect("a whole session");
     // That session's block of the text: its arrows, in the order of the capture.
     let block = text
