@@ -168,3 +168,30 @@ fn scripts_keep_lf_line_endings_on_every_checkout() {
     }
     assert!(scripts >= 20, "only {scripts} scripts found");
 }
+
+/// The commands and output of a guide: every line of its `sh` and `console` blocks.
+fn guide_blocks(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line == "```sh" || line == "```console" {
+            inside = true;
+        } else if line == "```" {
+            inside = false;
+        } else if inside {
+            lines.push(line.to_string());
+        }
+    }
+    lines
+}
+
+#[test]
+fn the_indonesian_guide_is_in_step_with_the_english_one() {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme.find("## The sheet, step by step, with Docker alone").expect("the guide in the README");
+    let end = start + readme[start..].find("\n## ").unwrap_or(readme.len() - start);
+    let english = guide_blocks(&readme[start..end]);
+    let indonesian = guide_blocks(&fs::read_to_string(repo().join("docs/PANDUAN.md")).unwrap());
+    assert!(english.len() > 40, "{english:?}");
+    assert_eq!(indonesian, english, "docs/PANDUAN.md's commands and output differ from the README's guide");
+}
