@@ -380,8 +380,12 @@ mod tests {
     }
 
     /// Defaults that help describes in words rather than as a value to give.
-    const DESCRIBED: [&str; 3] =
-        ["the system's zone, else UTC", "the system's, else UTC", "a strict JAM hh:mm:ss"];
+    const DESCRIBED: [&str; 4] = [
+        "the system's zone, else UTC",
+        "the system's, else UTC",
+        "a strict JAM hh:mm:ss",
+        "every interface but loopback, cooked",
+    ];
 
     #[test]
     fn every_default_in_the_help_is_the_codes_default() {

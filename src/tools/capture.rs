@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use lexopt::prelude::*;
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessageOwned, LinkAddr, MsgFlags, recvmsg, setsockopt, sockopt};
-use nix::sys::time::TimeVal;
+use nix::sys::socket::{
+    ControlMessageOwned, LinkAddr, MsgFlags, MultiHeaders, recvmmsg, setsockopt, sockopt,
+};
+use nix::sys::time::{TimeSpec, TimeVal};
 
 use crate::packets::decode::decode;
 use crate::packets::filter::{self, KEEP};
-use crate::packets::pcap::{Link, Writer};
+use crate::packets::pcap::{Frame, Link, Writer};
 use crate::packets::table::{HEADER, Row};
 use crate::packets::tcp::Tracker;
 use crate::server::protocol::DEFAULT_PORT;
@@ -39,6 +41,9 @@ const RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
 const POLL: Duration = Duration::from_millis(200);
 /// The most of one frame kept: an IP datagram's largest, with a link header.
 const FRAME_BYTES: usize = 65_536 + 64;
+/// Frames taken from the kernel per call (`recvmmsg`): one system call for a burst, not one a
+/// frame, as tcpdump's ring spares it.
+const BATCH: usize = 32;
 /// Linux cooked capture v1's header.
 const SLL_HEADER: usize = 16;
 
@@ -182,8 +187,10 @@ fn capture(
     mut writer: Option<&mut Writer<File>>,
 ) -> Result<u64, Error> {
     let deadline = args.seconds.map(|d| Instant::now() + d);
-    let mut buf = vec![0u8; SLL_HEADER + FRAME_BYTES];
-    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    // Cooked frames are read after room for the cooked header, which is written in front.
+    let at = if from.cooked { SLL_HEADER } else { 0 };
+    let mut bufs = vec![vec![0u8; SLL_HEADER + FRAME_BYTES]; BATCH];
+    let mut headers = MultiHeaders::<LinkAddr>::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec)));
     let mut tracker = Tracker::new();
     let mut first_ns = None;
     let mut captured = 0u64;
@@ -192,81 +199,87 @@ fn capture(
         && args.count.is_none_or(|n| captured < n)
         && deadline.is_none_or(|d| Instant::now() < d)
     {
-        // Cooked frames are read after room for the cooked header, which is written in front.
-        let at = if from.cooked { SLL_HEADER } else { 0 };
-        let (len, addr, time_ns) = {
-            let mut iov = [IoSliceMut::new(&mut buf[at..])];
-            match recvmsg::<LinkAddr>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_TRUNC) {
-                Ok(msg) => {
-                    let time_ns = msg
-                        .cmsgs()
-                        .ok()
-                        .and_then(|mut c| {
-                            c.find_map(|c| match c {
-                                ControlMessageOwned::ScmTimestampns(t) => {
-                                    Some(t.tv_sec() * 1_000_000_000 + t.tv_nsec())
-                                }
-                                _ => None,
-                            })
-                        })
-                        .unwrap_or_else(now_ns);
-                    (msg.bytes, msg.address, time_ns)
-                }
-                Err(Errno::EAGAIN | Errno::EINTR) => {
-                    if dirty {
-                        if let (Some(w), Some(path)) = (writer.as_deref_mut(), &args.write) {
-                            w.flush().map_err(|e| write_error(path, e))?;
-                        }
-                        dirty = false;
-                    }
-                    continue;
-                }
+        // Up to BATCH frames a call: it waits for the first (or the poll interval), then takes
+        // what else is queued.
+        let got: Vec<(usize, Option<LinkAddr>, i64)> = {
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+                bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[at..])]).collect();
+            let flags = MsgFlags::MSG_TRUNC | MsgFlags::MSG_WAITFORONE;
+            match recvmmsg(sock.as_raw_fd(), &mut headers, slices.iter_mut(), flags, None) {
+                Ok(results) => results.map(|m| (m.bytes, m.address, stamp(&m))).collect(),
+                Err(Errno::EAGAIN | Errno::EINTR) => Vec::new(),
                 Err(e) => return Err(Error::new(format!("capture failed: {e}"))),
             }
         };
-        let Some(addr) = addr else { continue };
-        // Each frame on loopback passes twice, going out and coming in: keep the one coming in,
-        // as libpcap does.
-        if from.skip.contains(&addr.ifindex())
-            || (addr.pkttype() == PACKET_OUTGOING && from.loopbacks.contains(&addr.ifindex()))
-        {
+        if got.is_empty() {
+            if dirty {
+                if let (Some(w), Some(path)) = (writer.as_deref_mut(), &args.write) {
+                    w.flush().map_err(|e| write_error(path, e))?;
+                }
+                dirty = false;
+            }
             continue;
         }
-        let kept = len.min(buf.len() - at);
-        let wire = len + at;
-        if from.cooked {
-            let header = &mut buf[..SLL_HEADER];
-            header[0..2].copy_from_slice(&(addr.pkttype() as u16).to_be_bytes());
-            header[2..4].copy_from_slice(&addr.hatype().to_be_bytes());
-            header[4..6].copy_from_slice(&(addr.halen() as u16).to_be_bytes());
-            header[6..14].fill(0);
-            if let Some(mac) = addr.addr() {
-                header[6..6 + addr.halen().min(6)].copy_from_slice(&mac[..addr.halen().min(6)]);
+        for ((len, addr, time_ns), buf) in got.into_iter().zip(bufs.iter_mut()) {
+            let Some(addr) = addr else { continue };
+            // Each frame on loopback passes twice, going out and coming in: keep the one coming
+            // in, as libpcap does.
+            if from.skip.contains(&addr.ifindex())
+                || (addr.pkttype() == PACKET_OUTGOING && from.loopbacks.contains(&addr.ifindex()))
+            {
+                continue;
             }
-            // sll_protocol is already in network order.
-            header[14..16].copy_from_slice(&addr.protocol().to_ne_bytes());
-        }
-        let frame = &buf[..at + kept];
-        captured += 1;
-        if let (Some(w), Some(path)) = (writer.as_deref_mut(), &args.write) {
-            w.push(time_ns, wire as u32, frame).map_err(|e| write_error(path, e))?;
-            dirty = true;
-        }
-        if !args.quiet {
-            let start = *first_ns.get_or_insert(time_ns);
-            if let Ok(Some(packet)) = decode(from.link, frame) {
-                let followed = tracker.follow(captured as usize, &packet);
-                let f = crate::packets::pcap::Frame {
-                    time_ns,
-                    wire_len: wire as u32,
-                    link: from.link,
-                    data: frame,
-                };
-                outln!("{}", Row::new(captured as usize, time_ns - start, &f, &packet, &followed).line())?;
+            if args.count.is_some_and(|n| captured >= n) {
+                break;
+            }
+            let kept = len.min(buf.len() - at);
+            let wire = len + at;
+            if from.cooked {
+                let header = &mut buf[..SLL_HEADER];
+                header[0..2].copy_from_slice(&(addr.pkttype() as u16).to_be_bytes());
+                header[2..4].copy_from_slice(&addr.hatype().to_be_bytes());
+                header[4..6].copy_from_slice(&(addr.halen() as u16).to_be_bytes());
+                header[6..14].fill(0);
+                if let Some(mac) = addr.addr() {
+                    let n = addr.halen().min(6);
+                    header[6..6 + n].copy_from_slice(&mac[..n]);
+                }
+                // sll_protocol is already in network order.
+                header[14..16].copy_from_slice(&addr.protocol().to_ne_bytes());
+            }
+            let frame = &buf[..at + kept];
+            captured += 1;
+            if let (Some(w), Some(path)) = (writer.as_deref_mut(), &args.write) {
+                w.push(time_ns, wire as u32, frame).map_err(|e| write_error(path, e))?;
+                dirty = true;
+            }
+            if !args.quiet {
+                let start = *first_ns.get_or_insert(time_ns);
+                if let Ok(Some(packet)) = decode(from.link, frame) {
+                    let followed = tracker.follow(captured as usize, &packet);
+                    let f = Frame { time_ns, wire_len: wire as u32, link: from.link, data: frame };
+                    outln!(
+                        "{}",
+                        Row::new(captured as usize, time_ns - start, &f, &packet, &followed).line()
+                    )?;
+                }
             }
         }
     }
     Ok(captured)
+}
+
+/// A received frame's kernel time stamp, else the clock's.
+fn stamp(m: &nix::sys::socket::RecvMsg<'_, '_, LinkAddr>) -> i64 {
+    m.cmsgs()
+        .ok()
+        .and_then(|mut c| {
+            c.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(t) => Some(t.tv_sec() * 1_000_000_000 + t.tv_nsec()),
+                _ => None,
+            })
+        })
+        .unwrap_or_else(now_ns)
 }
 
 fn now_ns() -> i64 {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 
 use crate::packets::flow::{self, Arrow, Session};
-use crate::packets::table::{self, HEADER, Row};
+use crate::packets::table::{self, HEADER};
 use crate::packets::{Segment, pcap, segments};
 use crate::server::protocol::DEFAULT_PORT;
 use crate::settings::{self, Parsed, text, usage, value};
@@ -120,8 +120,7 @@ pub fn run(args: &ShowArgs) -> Result<(), Error> {
         if printed.is_err() || !wanted(&s) {
             return;
         }
-        out.push_str(&Row::new(s.number, s.time_ns, s.frame, &s.packet, &s.followed).line());
-        out.push('\n');
+        table::write_row(&mut out, s.number, s.time_ns, s.frame, &s.packet, &s.followed);
         shown += 1;
         if out.len() >= 1 << 16 {
             printed = crate::print(&out);

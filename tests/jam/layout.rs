@@ -188,7 +188,8 @@ fn guide_blocks(text: &str) -> Vec<String> {
 #[test]
 fn the_indonesian_guide_is_in_step_with_the_english_one() {
     let readme = fs::read_to_string(repo().join("README.md")).unwrap();
-    let start = readme.find("## The sheet, step by step, with Docker alone").expect("the guide in the README");
+    let start =
+        readme.find("## The sheet, step by step, with Docker alone").expect("the guide in the README");
     let end = start + readme[start..].find("\n## ").unwrap_or(readme.len() - start);
     let english = guide_blocks(&readme[start..end]);
     let indonesian = guide_blocks(&fs::read_to_string(repo().join("docs/PANDUAN.md")).unwrap());
