@@ -19,6 +19,7 @@ pub struct Insn {
     pub k: u32,
 }
 
+const LD_W_ABS: u16 = 0x20; // A = u32 at [k], or an ancillary value for k past SKF_AD_OFF
 const LD_H_ABS: u16 = 0x28; // A = u16 at [k]
 const LD_B_ABS: u16 = 0x30; // A = u8 at [k]
 const LD_H_IND: u16 = 0x48; // A = u16 at [X + k]
@@ -31,10 +32,17 @@ const RET_K: u16 = 0x06; // return k
 /// How many bytes of a kept frame are passed up: all of them.
 pub const KEEP: u32 = 262_144;
 
+/// The kernel's ancillary loads: the packet's type (`PACKET_OUTGOING` is 4) and its interface.
+const AD_PKTTYPE: u32 = 0xffff_f000 + 4;
+const AD_IFINDEX: u32 = 0xffff_f000 + 8;
+const PACKET_OUTGOING: u32 = 4;
+
 /// Where a program's jumps go before they are made relative.
 #[derive(Clone, Copy)]
 enum To {
     Next,
+    /// Past the next this many instructions.
+    Skip(usize),
     Keep,
     Drop,
     V4,
@@ -44,9 +52,19 @@ enum To {
 /// The program that keeps TCP over IPv4 (unfragmented, or the first fragment) and IPv6 (TCP as
 /// the first next header) to or from `port`. `link` is the link header's length before the IP
 /// header: 14 for Ethernet, 0 for a cooked socket, which hands up the IP header first.
-pub fn tcp_port(link: u32, port: u16) -> Vec<Insn> {
+///
+/// On `loopback` (its interface index), each frame passes twice, going out and coming in; the
+/// outgoing copy is dropped here, in the kernel, as libpcap does, rather than copied up to be
+/// thrown away.
+pub fn tcp_port(link: u32, port: u16, loopback: Option<u32>) -> Vec<Insn> {
     let port = port as u32;
     let mut steps: Vec<(u16, To, To, u32)> = Vec::new();
+    if let Some(index) = loopback {
+        steps.push((LD_W_ABS, To::Next, To::Next, AD_PKTTYPE));
+        steps.push((JEQ_K, To::Next, To::Skip(2), PACKET_OUTGOING));
+        steps.push((LD_W_ABS, To::Next, To::Next, AD_IFINDEX));
+        steps.push((JEQ_K, To::Drop, To::Next, index));
+    }
     if link == 14 {
         steps.push((LD_H_ABS, To::Next, To::Next, 12));
         steps.push((JEQ_K, To::V4, To::Next, 0x0800));
@@ -85,6 +103,7 @@ pub fn tcp_port(link: u32, port: u16) -> Vec<Insn> {
     let target = |from: usize, to: To| -> u8 {
         let dest = match to {
             To::Next => from + 1,
+            To::Skip(n) => from + 1 + n,
             To::Keep => keep,
             To::Drop => drop,
             To::V4 => v4,
@@ -105,6 +124,11 @@ mod tests {
 
     /// Runs `program` on `packet` as the kernel would (the opcodes above only): the bytes kept.
     fn run(program: &[Insn], packet: &[u8]) -> u32 {
+        run_on(program, packet, 0, 1)
+    }
+
+    /// [`run`] for a packet of type `pkttype` on interface `ifindex`.
+    fn run_on(program: &[Insn], packet: &[u8], pkttype: u32, ifindex: u32) -> u32 {
         let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
         let byte = |i: usize| packet.get(i).copied();
         let half = |i: usize| Some(u16::from_be_bytes([byte(i)?, byte(i + 1)?]) as u32);
@@ -113,6 +137,8 @@ mod tests {
             let jump = |cond: bool| if cond { i.jt as usize } else { i.jf as usize };
             pc += 1;
             match i.code {
+                LD_W_ABS if i.k == AD_PKTTYPE => a = pkttype,
+                LD_W_ABS if i.k == AD_IFINDEX => a = ifindex,
                 LD_H_ABS => match half(i.k as usize) {
                     Some(v) => a = v,
                     None => return 0,
@@ -167,7 +193,7 @@ mod tests {
 
     #[test]
     fn keeps_the_port_both_ways_and_drops_the_rest() {
-        let cooked = tcp_port(0, 45000);
+        let cooked = tcp_port(0, 45000, None);
         assert_eq!(run(&cooked, &ipv4_tcp(0, 50000, 45000, 0)), KEEP);
         assert_eq!(run(&cooked, &ipv4_tcp(0, 45000, 50000, 0x4000)), KEEP, "DF set is not a fragment");
         assert_eq!(run(&cooked, &ipv4_tcp(12, 50000, 45000, 0)), KEEP, "IPv4 options move the ports");
@@ -182,10 +208,20 @@ mod tests {
         assert_eq!(run(&cooked, &[0x00, 0x01, 0x08, 0x00]), 0, "ARP");
         assert_eq!(run(&cooked, &[0x45]), 0, "cut short");
 
-        let eth = tcp_port(14, 45000);
+        let eth = tcp_port(14, 45000, None);
         assert_eq!(run(&eth, &ethernet(0x0800, &ipv4_tcp(0, 50000, 45000, 0))), KEEP);
         assert_eq!(run(&eth, &ethernet(0x86dd, &ipv6(6, 45000, 1))), KEEP);
         assert_eq!(run(&eth, &ethernet(0x0806, &ipv4_tcp(0, 50000, 45000, 0))), 0);
         assert_eq!(run(&eth, &ethernet(0x0800, &ipv4_tcp(0, 1, 2, 0))), 0);
+    }
+
+    #[test]
+    fn on_loopback_the_outgoing_copy_is_dropped_in_the_kernel() {
+        let program = tcp_port(0, 45000, Some(1));
+        let segment = ipv4_tcp(0, 50000, 45000, 0);
+        assert_eq!(run_on(&program, &segment, 0, 1), KEEP, "coming in on lo");
+        assert_eq!(run_on(&program, &segment, PACKET_OUTGOING, 1), 0, "going out on lo");
+        assert_eq!(run_on(&program, &segment, PACKET_OUTGOING, 2), KEEP, "going out on eth0");
+        assert_eq!(run_on(&program, &ipv4_tcp(0, 1, 2, 0), 0, 1), 0, "another port");
     }
 }

@@ -126,10 +126,12 @@ pub fn run(args: &CaptureArgs) -> Result<(), Error> {
     let stop = Shutdown::new();
     stop.on_signals("jam-capture-signals")?;
     let from = source(args.interface.as_deref())?;
-    let program: Vec<(u16, u8, u8, u32)> = filter::tcp_port(if from.cooked { 0 } else { 14 }, args.port)
-        .iter()
-        .map(|i| (i.code, i.jt, i.jf, i.k))
-        .collect();
+    let loopback = from.loopbacks.first().map(|&i| i as u32);
+    let program: Vec<(u16, u8, u8, u32)> =
+        filter::tcp_port(if from.cooked { 0 } else { 14 }, args.port, loopback)
+            .iter()
+            .map(|i| (i.code, i.jt, i.jf, i.k))
+            .collect();
     let sock =
         sys::packet_socket(from.cooked, from.ifindex, &program).map_err(|e| match e.raw_os_error() {
             Some(libc_eperm) if libc_eperm == Errno::EPERM as i32 => Error::new(
