@@ -170,6 +170,11 @@ fn compose_versions() -> Vec<bool> {
     [(v2, true), (v1, false)].into_iter().filter(|(has, _)| *has).map(|(_, v)| v).collect()
 }
 
+/// The bytes of the papers every image carries beside `/jam`: LICENSE and THIRD-PARTY-NOTICES.
+fn papers() -> u64 {
+    ["LICENSE", "THIRD-PARTY-NOTICES"].iter().map(|f| std::fs::metadata(repo().join(f)).unwrap().len()).sum()
+}
+
 /// The mode bits of `path` inside `image`, read from the image without running it.
 fn mode_in_image(image: &str, path: &str) -> u32 {
     let id = ok(&mut docker(&["create", image])).trim().to_string();
@@ -331,9 +336,8 @@ fn check_image(bin: &Path) {
     // The binary and the papers that travel with it (LICENSE, THIRD-PARTY-NOTICES): nothing else
     // is in the image.
     let size: u64 = field("{{.Size}}").parse().unwrap();
-    let len = |p: &Path| std::fs::metadata(p).unwrap().len();
-    let papers = len(&repo().join("LICENSE")) + len(&repo().join("THIRD-PARTY-NOTICES"));
-    assert_eq!(size, len(bin) + papers, "the image holds more than the binary and its papers");
+    let binary = std::fs::metadata(bin).unwrap().len();
+    assert_eq!(size, binary + papers(), "the image holds more than the binary and its papers");
     let history = ok(&mut docker(&["history", "--no-trunc", "--format", "{{.Size}} {{.CreatedBy}}", IMAGE]));
     let layers: Vec<&str> = history.lines().filter(|l| !l.starts_with("0B ")).collect();
     assert_eq!(layers.len(), 2, "{history}");
@@ -493,7 +497,7 @@ fn the_arm64_image_is_built_from_the_aarch64_binary() {
     assert!(out.contains("linux/arm64"), "{out}");
     let field = |f: &str| ok(&mut docker(&["image", "inspect", "-f", f, &tag])).trim().to_string();
     assert_eq!(field("{{.Os}}/{{.Architecture}}/{{.Variant}}"), "linux/arm64/v8");
-    assert_eq!(field("{{.Size}}"), std::fs::metadata(&arm).unwrap().len().to_string());
+    assert_eq!(field("{{.Size}}"), (std::fs::metadata(&arm).unwrap().len() + papers()).to_string());
     assert_eq!(field("{{json .Config.Entrypoint}}"), r#"["/jam"]"#);
     assert_eq!(field("{{json .Config.Healthcheck.Test}}"), r#"["CMD","/jam","probe"]"#);
     assert_eq!(mode_in_image(&tag, "/jam"), 0o755);
@@ -591,7 +595,7 @@ fn a_fresh_clone_comes_up_with_docker_compose_alone() {
         lab.wait_both_served();
         lab.published_answers();
 
-        // The image is the binary alone, as the prebuilt one is.
+        // The image is the binary and its papers alone, as the prebuilt one is.
         let size: u64 =
             ok(&mut docker(&["image", "inspect", "-f", "{{.Size}}", &image])).trim().parse().unwrap();
         let id = ok(&mut docker(&["create", &image])).trim().to_string();
@@ -600,7 +604,8 @@ fn a_fresh_clone_comes_up_with_docker_compose_alone() {
         let field = String::from_utf8_lossy(&tar.stdout[124..136])
             .trim_matches(|c: char| c == '\0' || c == ' ')
             .to_string();
-        assert_eq!(u64::from_str_radix(&field, 8).unwrap(), size, "the image is the binary and nothing else");
+        let binary = u64::from_str_radix(&field, 8).unwrap();
+        assert_eq!(binary + papers(), size, "the image is the binary, its papers and nothing else");
         assert_eq!(mode_in_image(&image, "/jam") & 0o755, 0o755);
 
         // `compose build` builds the one image, once, and pulls nothing.
