@@ -228,20 +228,36 @@ fn infos(rows: &[Vec<String>]) -> Vec<&str> {
     rows.iter().map(|r| r[6].as_str()).collect()
 }
 
+/// Sessions against a test server on `bind` with `limits`, captured by `jam capture -i
+/// interface` into a file named `name`: the file and the server's port.
+fn captured_by_jam(
+    bind: &str,
+    limits: Limits,
+    interface: &str,
+    name: &str,
+    sessions: impl FnOnce(SocketAddr),
+) -> (TempFile, u16) {
+    let server = TestServer::start_on(bind.parse().unwrap(), limits);
+    let port = server.addr.port();
+    let file = TempFile::new(name);
+    let capture =
+        Capturing::jam(&["-i", interface, "--port", &port.to_string(), "-w", file.0.to_str().unwrap(), "-q"]);
+    sessions(server.addr);
+    assert!(capture.finish().success());
+    server.stop();
+    (file, port)
+}
+
 #[test]
 fn the_labs_sessions_captured_by_jam_agree_with_tshark() {
     if !can_capture() {
         return;
     }
-    let server = TestServer::start(Limits { max_connections: 3, ..Limits::default() });
-    let port = server.addr.port();
-    let file = TempFile::new("lab.pcap");
-    let capture =
-        Capturing::jam(&["-i", "lo", "--port", &port.to_string(), "-w", file.0.to_str().unwrap(), "-q"]);
-    lab_sessions(server.addr);
-    unusual_sessions(server.addr);
-    assert!(capture.finish().success());
-    server.stop();
+    let limits = Limits { max_connections: 3, ..Limits::default() };
+    let (file, port) = captured_by_jam("127.0.0.1:0", limits, "lo", "lab.pcap", |addr| {
+        lab_sessions(addr);
+        unusual_sessions(addr);
+    });
     let rows = agree_with_tshark(&file.0, port);
     let info = infos(&rows);
     // What the sessions are known to hold: the handshake, the request and the reply, the FINs,
@@ -259,14 +275,8 @@ fn a_refusal_and_ipv6_agree_with_tshark() {
     if !can_capture() {
         return;
     }
-    let server = TestServer::start(Limits { max_connections: 1, ..Limits::default() });
-    let port = server.addr.port();
-    let file = TempFile::new("refused.pcap");
-    let capture =
-        Capturing::jam(&["-i", "lo", "--port", &port.to_string(), "-w", file.0.to_str().unwrap(), "-q"]);
-    refused_session(server.addr);
-    assert!(capture.finish().success());
-    server.stop();
+    let limits = Limits { max_connections: 1, ..Limits::default() };
+    let (file, port) = captured_by_jam("127.0.0.1:0", limits, "lo", "refused.pcap", refused_session);
     let rows = agree_with_tshark(&file.0, port);
     assert!(infos(&rows).iter().any(|i| i.contains("Len=19")), "ERROR server busy CR LF: {rows:?}");
 
@@ -275,14 +285,7 @@ fn a_refusal_and_ipv6_agree_with_tshark() {
         return;
     };
     drop(v6);
-    let server = TestServer::start_on("[::1]:0".parse().unwrap(), Limits::default());
-    let port = server.addr.port();
-    let file = TempFile::new("v6.pcap");
-    let capture =
-        Capturing::jam(&["-i", "lo", "--port", &port.to_string(), "-w", file.0.to_str().unwrap(), "-q"]);
-    lab_sessions(server.addr);
-    assert!(capture.finish().success());
-    server.stop();
+    let (file, port) = captured_by_jam("[::1]:0", Limits::default(), "lo", "v6.pcap", lab_sessions);
     let rows = agree_with_tshark(&file.0, port);
     assert!(rows.iter().all(|r| r[2] == "::1" && r[3] == "::1"), "{rows:?}");
 }
@@ -348,14 +351,7 @@ fn the_detail_names_the_layers_as_tshark_does_and_accounts_for_every_byte() {
     if !can_capture() {
         return;
     }
-    let server = TestServer::start(Limits::default());
-    let port = server.addr.port();
-    let file = TempFile::new("detail.pcap");
-    let capture =
-        Capturing::jam(&["-i", "any", "--port", &port.to_string(), "-w", file.0.to_str().unwrap(), "-q"]);
-    lab_sessions(server.addr);
-    assert!(capture.finish().success());
-    server.stop();
+    let (file, port) = captured_by_jam("127.0.0.1:0", Limits::default(), "any", "detail.pcap", lab_sessions);
     for frame in ["1", "4"] {
         let detail =
             ok(Command::new(JAM).args(["show", "--port", &port.to_string(), "--detail", frame]).arg(&file.0));
