@@ -87,7 +87,7 @@ pub const COMMANDS: [Entry; 11] = [
         name: "check",
         summary: "grade any time server against the lab sheet: a report card, PASS/FAIL per check",
         help: check::help,
-        parse: |p, _| Ok(check::parse(p)?.map(Command::Check)),
+        parse: |p, env| Ok(check::parse(p, env)?.map(Command::Check)),
         needs: &[],
     },
     Entry {

@@ -61,6 +61,9 @@ pub fn run(args: &TalkArgs) -> Result<(), Error> {
             _ => format!("cannot connect to {target}: {e}"),
         })
     })?;
+    // As `nc -v` says it: step 1.a of the sheet asks whether the connection is made at all, and
+    // an interactive session shows nothing else until the server speaks.
+    eprintln!("connected to {addr}");
     let _ = stream.set_nodelay(true);
     let writer = stream.try_clone().map_err(|e| Error::new(format!("cannot use the connection: {e}")))?;
     match &args.send {

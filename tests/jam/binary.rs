@@ -557,7 +557,8 @@ fn talk_sends_raw_bytes_and_prints_exactly_what_comes_back() {
     let s = serve(&[]);
     let addr = s.addr.to_string();
     let out = jam(&["talk", &addr, "--send", r"TIME\r\nQUIT\r\n"]);
-    assert_eq!((out.status.code(), text(&out.stderr)), (Some(0), String::new()));
+    // On stderr, as nc -v says it: the answer to the sheet's step 1.a.
+    assert_eq!((out.status.code(), text(&out.stderr)), (Some(0), format!("connected to {addr}\n")));
     let reply = text(&out.stdout);
     assert_time(&reply);
     assert_eq!(reply.len(), 14, "one reply, then the server closed: {reply:?}");

@@ -35,7 +35,7 @@ use std::time::Duration;
 use lexopt::prelude::*;
 
 use crate::server::clock::Zone;
-use crate::settings::{self, Parsed, positional, show, text, usage, value};
+use crate::settings::{self, Env, Parsed, positional, show, text, usage, value};
 use crate::tools::client::Target;
 use crate::{Error, outln};
 
@@ -47,8 +47,10 @@ mod tcp;
 use peer::{Closed, Heard, Peer, got_suffix, shown};
 pub use report::{Report, card_line};
 
-/// The zone replies are expected in unless `--tz` says otherwise: the sheet names none, and a
-/// grader on another machine should not depend on that machine's zone.
+/// The zone replies are expected in unless `--tz` or `TZ` says otherwise. `TZ` is read as
+/// `jam serve` reads it, so that in the labs, whose machines all run with the lab's `TZ`
+/// (Asia/Jakarta), a grader on a client machine expects what the server there gives; the card
+/// always names the zone it assumed. Without either, UTC: the sheet names no zone.
 pub const DEFAULT_ZONE: &str = "UTC";
 /// How long each step of a check waits for the server: a connection, a reply, a close.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -354,7 +356,7 @@ Arguments:
 
 Options:
       --tz ZONE           the zone the replies should be in: an IANA name or a POSIX rule
-                          [default: {zone}]
+                          [env: TZ] [default: {zone}]
   -t, --timeout DUR       how long each step waits: a connection, a reply, a close
                           [default: {timeout}]
       --tolerance DUR     how far the server's time may be from this machine's [default: {tolerance}]
@@ -374,8 +376,9 @@ At most {idle} connections at once and 1 MiB sent per check: gentle enough for a
 }
 
 /// Parses `jam check`'s arguments.
-pub fn parse(p: &mut lexopt::Parser) -> Result<Parsed<CheckArgs>, Error> {
-    let mut args = CheckArgs::default();
+pub fn parse(p: &mut lexopt::Parser, env: Env) -> Result<Parsed<CheckArgs>, Error> {
+    let zone = env("TZ").filter(|z| !z.is_empty()).unwrap_or_else(|| DEFAULT_ZONE.into());
+    let mut args = CheckArgs { zone, ..CheckArgs::default() };
     let mut server = None;
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
@@ -463,5 +466,21 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
+    }
+
+    #[test]
+    fn the_zone_is_the_flag_then_tz_then_utc() {
+        let parse_with = |args: &[&str], tz: Option<&str>| {
+            let mut p = lexopt::Parser::from_args(args.iter().map(std::ffi::OsString::from));
+            let env = |name: &str| (name == "TZ").then(|| tz.map(String::from)).flatten();
+            match parse(&mut p, &env).unwrap() {
+                Parsed::Run(a) => a.zone,
+                Parsed::Help => panic!("help"),
+            }
+        };
+        assert_eq!(parse_with(&[], None), "UTC");
+        assert_eq!(parse_with(&[], Some("")), "UTC");
+        assert_eq!(parse_with(&[], Some("Asia/Jakarta")), "Asia/Jakarta");
+        assert_eq!(parse_with(&["--tz", "UTC"], Some("Asia/Jakarta")), "UTC");
     }
 }
