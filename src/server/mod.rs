@@ -133,6 +133,9 @@ pub struct Stats {
     pub accepted: u64,
     /// Clients turned away: the server full, or their address at its maximum.
     pub refused: u64,
+    /// Of those, the ones turned away for their address (`ERROR too many connections from your
+    /// address`); the rest were told `ERROR server busy`.
+    pub refused_per_address: u64,
     /// Connections still open when the grace period ran out.
     pub cut_off: usize,
 }
@@ -330,6 +333,9 @@ fn admit(
     if let Some(line) = turned_away {
         drop(active);
         stats.refused += 1;
+        if line == protocol::TOO_MANY_FROM_ADDRESS {
+            stats.refused_per_address += 1;
+        }
         if shared.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
             let shared = shared.clone();
             let reactor = shared.reactor.clone();
@@ -474,10 +480,12 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         done.trigger();
         Ok::<Stats, Error>(stats)
     })?;
+    // Each reason under its own name: a flood from one address is not a full server.
     notice!(
-        "stopped: served {} connection(s), refused {} busy, cut off {}",
+        "stopped: served {} connection(s), refused {} busy and {} per address, cut off {}",
         stats.accepted,
-        stats.refused,
+        stats.refused - stats.refused_per_address,
+        stats.refused_per_address,
         stats.cut_off
     );
     Ok(())
