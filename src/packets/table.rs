@@ -222,15 +222,8 @@ fn push_flag_names(s: &mut String, flags: u16) {
     }
 }
 
-/// Wireshark's Info for a TCP segment: the analysis, the ports, the flags, the relative numbers,
-/// the window, the length and the options.
-pub fn info(p: &Packet<'_>, f: &Followed) -> String {
-    let mut s = String::with_capacity(128);
-    info_into(&mut s, p, f);
-    s
-}
-
-/// [`info`], appended to `s`.
+/// Appends Wireshark's Info for a TCP segment to `s`: the analysis, the ports, the flags, the
+/// relative numbers, the window, the length and the options.
 pub fn info_into<W: Sink>(s: &mut W, p: &Packet<'_>, f: &Followed) {
     let t = &p.tcp;
     for a in &f.analysis {
