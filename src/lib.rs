@@ -18,7 +18,8 @@
 //!   `jam probe`), [`tools::check`] (`jam check`, the grader), [`tools::talk`] (`jam talk`, like
 //!   `nc -C`), [`tools::bench`](mod@tools::bench) (`jam bench`, the load generator) and
 //!   [`tools::lab`] (`jam lab`, the three machines on 127.16.16.x), [`tools::show`] (`jam show`,
-//!   a capture in the sheet's columns) and [`tools::capture`] (`jam capture`).
+//!   a capture in the sheet's columns) and [`tools::capture`] (`jam capture`, and its page in a
+//!   browser, [`tools::capture::web`]).
 //! - [`packets`]: captures read and written, and shown as the course's Wireshark shows them:
 //!   [`packets::pcap`] (pcap and pcapng), [`packets::decode`] (link, IP and TCP headers),
 //!   [`packets::tcp`] (sessions followed: relative numbers, analysis), [`packets::table`] (the
@@ -27,8 +28,9 @@
 //! - [`machines`]: what the labs' machines are made of: [`machines::wire`] (the namespace lab's
 //!   switch) and [`machines::init`] (PID 1 of the appliance VM).
 //! - Leaves that every group uses: [`settings`] (setting values and flags written as text, for
-//!   flags and `JAM_…` variables alike), [`log`] (one line per event on stderr) and `sys.rs` (the
-//!   Unix calls, through nix; all of jam's `unsafe` is there).
+//!   flags and `JAM_…` variables alike), [`log`] (one line per event on stderr), [`http`] (the
+//!   small bounded HTTP server of jam's pages: `jam capture --web`, `jam serve --metrics`) and
+//!   `sys.rs` (the Unix calls, through nix; all of jam's `unsafe` is there).
 //! - [`cli`]: the top: the table of commands, `jam --help`, and the dispatch; `main.rs` calls it.
 //!
 //! A command lives in one room: its arguments, help text and parser beside the code that runs
@@ -40,7 +42,8 @@
 //! - the packets know nothing of the server, the tools or the machines;
 //! - the tools and the machines use the server (its protocol, clock, shutdown), never each
 //!   other across groups;
-//! - the leaves (`settings`, `log`, `sys`) use nothing above them but the protocol's limits;
+//! - the leaves (`settings`, `log`, `http`, `sys`) use nothing above them but the protocol's
+//!   limits;
 //! - only [`cli`] knows every room.
 //!
 //! This crate's error type, [`Error`], carries the exit status; [`print()`] is the one way to
@@ -50,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod http;
 pub mod log;
 pub mod machines;
 pub mod packets;
@@ -156,4 +160,21 @@ pub fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
 macro_rules! outln {
     () => { $crate::print("\n") };
     ($($t:tt)*) => { $crate::print(&(format!($($t)*) + "\n")) };
+}
+
+/// `s` as a JSON string, quotes included.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

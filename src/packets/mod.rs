@@ -76,3 +76,54 @@ pub fn segments<'a>(
     }
     Ok(())
 }
+
+/// Each session's segments as a sequence diagram's arrows, numbered from 1 in the order the
+/// capture first shows them; only those with a segment that `wanted` keeps are returned.
+pub fn sessions<'a>(
+    frames: &[Frame<'a>],
+    port: u16,
+    wanted: impl Fn(&Segment<'_, 'a>) -> bool,
+) -> Result<Vec<(usize, flow::Session)>, Cut> {
+    let mut sessions: Vec<flow::Session> = Vec::new();
+    segments(frames, port, |s| {
+        if !wanted(&s) {
+            return;
+        }
+        let index = s.followed.session;
+        if sessions.len() <= index {
+            sessions.resize(
+                index + 1,
+                flow::Session { client: String::new(), server: String::new(), arrows: Vec::new() },
+            );
+        }
+        let session = &mut sessions[index];
+        if session.arrows.is_empty() {
+            let (src, dst) = (
+                endpoint(s.packet.ip.src, s.packet.tcp.src_port),
+                endpoint(s.packet.ip.dst, s.packet.tcp.dst_port),
+            );
+            (session.client, session.server) = if s.followed.from_client { (src, dst) } else { (dst, src) };
+        }
+        session.arrows.push(flow::Arrow::new(s.number, s.time_ns, &s.packet, &s.followed));
+    })?;
+    Ok(sessions.into_iter().enumerate().filter(|(_, s)| !s.arrows.is_empty()).map(|(i, s)| (i + 1, s)).collect())
+}
+
+/// Frame `number`'s detail (`jam show --detail`), if it is a TCP segment to or from `port`.
+pub fn detail(frames: &[Frame<'_>], port: u16, number: usize) -> Result<Option<String>, Cut> {
+    let mut found = None;
+    segments(frames, port, |s| {
+        if s.number == number {
+            found = Some(table::detail(s.number, s.frame, &s.packet, &s.followed));
+        }
+    })?;
+    Ok(found)
+}
+
+/// An address and port as Wireshark writes them: `[v6]:port` for IPv6.
+pub fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}

@@ -271,6 +271,12 @@ impl<W: Write> Writer<W> {
         if self.batch.len() >= BATCH_BYTES { self.flush() } else { Ok(()) }
     }
 
+    /// What has been written, once the records pushed so far are: an in-memory capture's bytes.
+    pub fn written(&mut self) -> io::Result<&W> {
+        self.flush()?;
+        Ok(&self.out)
+    }
+
     /// Writes the records pushed so far, in one write of whole records.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.batch.is_empty() {

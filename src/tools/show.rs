@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
-use crate::packets::flow::{self, Arrow, Session};
+use crate::packets::flow::{self, Session};
 use crate::packets::table::{self, HEADER};
-use crate::packets::{Segment, pcap, segments};
+use crate::packets::{self, Segment, pcap, segments};
 use crate::server::protocol::DEFAULT_PORT;
 use crate::settings::{self, Parsed, text, usage, value};
 use crate::{Error, outln};
@@ -48,14 +48,8 @@ pub fn run(args: &ShowArgs) -> Result<(), Error> {
     };
     let cooked = frames.iter().any(|f| matches!(f.link, pcap::Link::LinuxSll | pcap::Link::LinuxSll2));
     if let Some(n) = args.detail {
-        let mut found = None;
-        segments(&frames, args.port, |s| {
-            if s.number == n {
-                found = Some(table::detail(s.number, s.frame, &s.packet, &s.followed));
-            }
-        })
-        .map_err(|e| Error::new(format!("{name}: {e}")))?;
-        let Some(text) = found else {
+        let Some(text) = packets::detail(&frames, args.port, n).map_err(|e| Error::new(format!("{name}: {e}")))?
+        else {
             return Err(Error::new(format!(
                 "{name}: frame {n} is not a TCP segment {} (the capture has {} frames)",
                 port_words(args.port),
@@ -65,36 +59,9 @@ pub fn run(args: &ShowArgs) -> Result<(), Error> {
         return crate::print(&text);
     }
     if args.flow || args.svg.is_some() {
-        let mut sessions: Vec<Session> = Vec::new();
-        segments(&frames, args.port, |s| {
-            if !wanted(&s) {
-                return;
-            }
-            let index = s.followed.session;
-            if sessions.len() <= index {
-                sessions.resize(
-                    index + 1,
-                    Session { client: String::new(), server: String::new(), arrows: Vec::new() },
-                );
-            }
-            let session = &mut sessions[index];
-            if session.arrows.is_empty() {
-                let (src, dst) = (
-                    endpoint(s.packet.ip.src, s.packet.tcp.src_port),
-                    endpoint(s.packet.ip.dst, s.packet.tcp.dst_port),
-                );
-                (session.client, session.server) =
-                    if s.followed.from_client { (src, dst) } else { (dst, src) };
-            }
-            session.arrows.push(Arrow::new(s.number, s.time_ns, &s.packet, &s.followed));
-        })
-        .map_err(|e| Error::new(format!("{name}: {e}")))?;
-        let drawn: Vec<(usize, &Session)> = sessions
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.arrows.is_empty())
-            .map(|(i, s)| (i + 1, s))
-            .collect();
+        let sessions =
+            packets::sessions(&frames, args.port, wanted).map_err(|e| Error::new(format!("{name}: {e}")))?;
+        let drawn: Vec<(usize, &Session)> = sessions.iter().map(|(n, s)| (*n, s)).collect();
         if drawn.is_empty() {
             return Err(Error::new(format!("{name}: no TCP segments {} to draw", port_words(args.port))));
         }
@@ -142,13 +109,6 @@ pub fn run(args: &ShowArgs) -> Result<(), Error> {
 
 fn port_words(port: u16) -> String {
     if port == 0 { "at all".into() } else { format!("to or from port {port}") }
-}
-
-fn endpoint(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-    }
 }
 
 // The command line: arguments, help and parser.

@@ -15,11 +15,12 @@ use jam::server::Limits;
 
 use crate::support::{JAM, Reaped, TestServer, have, lines_of, ok, require, run, wait_for_line};
 
+
 /// A file in the system's temporary folder, removed when dropped.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 
 impl TempFile {
-    fn new(name: &str) -> TempFile {
+    pub(crate) fn new(name: &str) -> TempFile {
         TempFile(std::env::temp_dir().join(format!("jam-capture-{}-{name}", std::process::id())))
     }
 }
@@ -33,7 +34,7 @@ impl Drop for TempFile {
 }
 
 /// Whether this test can capture (root, for a packet socket) and has the oracle.
-fn can_capture() -> bool {
+pub(crate) fn can_capture() -> bool {
     let root = nix::unistd::Uid::effective().is_root();
     require("root (a packet socket needs CAP_NET_RAW)", root)
         && require("tshark", have("tshark", "--version"))
@@ -41,11 +42,16 @@ fn can_capture() -> bool {
 
 /// A capturing process (jam capture or tcpdump), stopped with SIGINT when finished and killed
 /// when dropped; its standard error is read to the end, so that it can write its last lines.
-struct Capturing(Option<Reaped>, #[allow(dead_code)] std::sync::mpsc::Receiver<String>);
+pub(crate) struct Capturing(Option<Reaped>, pub(crate) std::sync::mpsc::Receiver<String>);
 
 impl Capturing {
     /// `jam capture ARGS`, once it says it is capturing.
-    fn jam(args: &[&str]) -> Capturing {
+    pub(crate) fn jam(args: &[&str]) -> Capturing {
+        Capturing::jam_saying(args).0
+    }
+
+    /// `jam capture ARGS`, once it says it is capturing, and what it said until then.
+    pub(crate) fn jam_saying(args: &[&str]) -> (Capturing, Vec<String>) {
         let mut child = Command::new(JAM)
             .arg("capture")
             .args(args)
@@ -54,8 +60,8 @@ impl Capturing {
             .spawn()
             .unwrap();
         let lines = lines_of(child.stderr.take().unwrap());
-        wait_for_line(&lines, "jam capture: TCP port");
-        Capturing(Some(Reaped(child)), lines)
+        let said = crate::support::lines_until(&lines, "jam capture: TCP port");
+        (Capturing(Some(Reaped(child)), lines), said)
     }
 
     /// `tcpdump ARGS`, once it says it is listening.
@@ -68,7 +74,12 @@ impl Capturing {
     }
 
     /// Lets the last segments through, then ends the capture cleanly and waits for it.
-    fn finish(mut self) -> std::process::ExitStatus {
+    pub(crate) fn finish(self) -> std::process::ExitStatus {
+        self.finish_saying().0
+    }
+
+    /// [`Capturing::finish`], and what it said from its start line to its end.
+    pub(crate) fn finish_saying(mut self) -> (std::process::ExitStatus, Vec<String>) {
         thread::sleep(Duration::from_millis(300));
         let mut child = self.0.take().unwrap();
         nix::sys::signal::kill(
@@ -76,7 +87,12 @@ impl Capturing {
             nix::sys::signal::Signal::SIGINT,
         )
         .unwrap();
-        crate::support::wait_exit(&mut child.0, "the capture")
+        let status = crate::support::wait_exit(&mut child.0, "the capture");
+        let mut said = Vec::new();
+        while let Ok(line) = self.1.recv_timeout(crate::support::HANG) {
+            said.push(line);
+        }
+        (status, said)
     }
 }
 

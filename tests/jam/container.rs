@@ -54,6 +54,7 @@ impl Lab {
             .args(args)
             .env("JAM_IMAGE", &self.image)
             .env("JAM_PUBLISH", "127.0.0.1:")
+            .env("JAM_WEB_PUBLISH", "127.0.0.1:")
             .env("JAM_INTERVAL", "1s")
             .env("TZ", "Asia/Jakarta")
             // v1 is Python: on a pipe, not a terminal, it would hold the transcript back.
@@ -256,6 +257,7 @@ fn lab_of_the_sheet(lab: Lab) {
 
     check_hardening(&lab, &server);
     capture_shows_the_sheets_exchange(&lab);
+    the_page_shows_a_query_from_mesin2(&lab);
 
     // `stop` ends every machine at once: SIGTERM handled by jam as PID 1, exit code 0 (a
     // container killed after the stop timeout would show 137).
@@ -431,6 +433,54 @@ fn capture_shows_the_sheets_exchange(lab: &Lab) {
             s.assert_sheet_sequence();
         }
     }
+}
+
+/// The course's Wireshark in a browser: the capture service's page, published by mesin1 on the
+/// host's loopback, shows a query from mesin2 in a real headless chromium (tests/browser/view.py).
+/// JAM_SCREENSHOT=FILE.png keeps the page's picture (README's is made so).
+fn the_page_shows_a_query_from_mesin2(lab: &Lab) {
+    if !crate::capture::can_capture() || !crate::web::can_browse() {
+        return;
+    }
+    let name = format!("{}-web.pcap", lab.project);
+    let target = format!("/captures/{name}");
+    let out = ok(&mut lab.compose(&[
+        "--profile", "capture", "run", "-d", "capture", "capture", "--web", "0.0.0.0:50001", "-w", &target,
+    ]));
+    let id = out.lines().last().expect("the capture's container").trim().to_string();
+    struct Gone(String, PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = run(&mut docker(&["rm", "-f", &self.0]));
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+    let _gone = Gone(id.clone(), lab.dir.join("captures").join(&name));
+    let deadline = std::time::Instant::now() + HANG;
+    while !String::from_utf8_lossy(&run(&mut docker(&["logs", &id])).stderr).contains("the page is at") {
+        assert!(std::time::Instant::now() < deadline, "the page did not start: {}", lab.logs("capture"));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let published = ok(&mut lab.compose(&["port", "mesin1", "50001"]));
+    let downloads = crate::capture::TempFile::new("lab-downloads");
+    std::fs::create_dir_all(&downloads.0).unwrap();
+    let mut view = Command::new("python3");
+    view.arg(repo().join("tests/browser/view.py")).args([
+        "--url",
+        &format!("http://{}/", published.trim()),
+        "--query",
+        &format!("docker exec {} /jam query 172.16.16.101", lab.container("mesin2")),
+        "--downloads",
+        downloads.0.to_str().unwrap(),
+    ]);
+    if let Some(shot) = std::env::var_os("JAM_SCREENSHOT") {
+        view.arg("--screenshot").arg(shot);
+    }
+    let out = run(&mut view);
+    let said = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{said}");
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&downloads.0);
 }
 
 /// `jam show FILE --flow --svg OUT` on a capture of the lab: the text names each session's

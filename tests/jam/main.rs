@@ -10,6 +10,7 @@
 //! - `orchestrators`: the Kubernetes manifests (offline) and the Swarm stack (needs Docker).
 //! - `layout`: the house's rules read from the source: dependencies one way, the papers.
 //! - `reliability`: load at this machine's ceiling, and bench/soak's abuse, briefly.
+//! - `web`: `jam capture --web` in a real headless browser, and its viewers (root, chromium).
 //!
 //! Tests that need something this machine may lack (nc, Docker, root) skip with a loud message on
 //! a laptop and fail under `CI=true`; see `support::require`.
@@ -24,4 +25,5 @@ mod netns;
 mod orchestrators;
 mod reliability;
 mod server;
+mod web;
 mod support;

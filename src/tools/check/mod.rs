@@ -400,7 +400,7 @@ pub fn parse(p: &mut lexopt::Parser, env: Env) -> Result<Parsed<CheckArgs>, Erro
 mod tests {
     use jiff::Timestamp;
 
-    use super::report::json_string;
+    use crate::json_string;
     use super::sheet::{find_time, format_fault, judge_time};
     use super::tcp::shape;
     use super::*;

@@ -1,5 +1,6 @@
 //! The report card: every check's outcome, the summary, and the JSON object.
 
+use crate::json_string;
 use crate::tools::client::Target;
 
 use super::*;
@@ -94,18 +95,3 @@ pub fn card_line(o: &Outcome) -> String {
     s
 }
 
-pub(super) fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}

@@ -8,11 +8,17 @@
 //! whole, and the file is flushed whenever the interface goes quiet, so that it is a valid
 //! capture at every moment; SIGINT and SIGTERM end it cleanly, and the kernel's drop count is
 //! reported at the end, as tcpdump reports it.
+//!
+//! With `--web`, the same segments are shown live in a browser as well ([`web`]).
+
+pub mod web;
 
 use std::fs::File;
 use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lexopt::prelude::*;
@@ -30,7 +36,8 @@ use crate::packets::tcp::Tracker;
 use crate::server::protocol::DEFAULT_PORT;
 use crate::server::shutdown::Shutdown;
 use crate::settings::{self, Parsed, text, usage, value};
-use crate::{Error, outln, sys};
+use crate::{Error, http, outln, sys};
+use web::Live;
 
 /// A frame's packet type when this host sent it (`PACKET_OUTGOING`).
 const PACKET_OUTGOING: u8 = 4;
@@ -39,6 +46,8 @@ const PACKET_OUTGOING: u8 = 4;
 const RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
 /// How often a quiet capture looks at the clock and the signals, and flushes its file.
 const POLL: Duration = Duration::from_millis(200);
+/// The longest the capture goes on reading what was queued before its stop.
+const DRAIN: Duration = Duration::from_secs(2);
 /// The most of one frame kept: an IP datagram's largest, with a link header.
 const FRAME_BYTES: usize = 65_536 + 64;
 /// Frames taken from the kernel per call (`recvmmsg`): one system call for a burst, not one a
@@ -62,6 +71,8 @@ pub struct CaptureArgs {
     pub seconds: Option<Duration>,
     /// No rows on the terminal.
     pub quiet: bool,
+    /// Serve the browser view here.
+    pub web: Option<SocketAddr>,
 }
 
 /// Where frames come from and how they are written.
@@ -155,6 +166,13 @@ pub fn run(args: &CaptureArgs) -> Result<(), Error> {
         }
         None => None,
     };
+    let (live, page) = match args.web {
+        Some(addr) => {
+            let (live, bound) = serve_page(addr, &from, args.port)?;
+            (Some(live), Some(bound))
+        }
+        None => (None, None),
+    };
     eprintln!(
         "jam capture: TCP port {} on {}{}; Ctrl-C or SIGTERM to stop",
         args.port,
@@ -164,7 +182,7 @@ pub fn run(args: &CaptureArgs) -> Result<(), Error> {
     if !args.quiet {
         outln!("{HEADER}")?;
     }
-    let counted = capture(&sock, &from, args, &stop, writer.as_mut());
+    let counted = capture(&sock, &from, args, &stop, writer.as_mut(), live.as_deref());
     if let (Some(w), Some(path)) = (writer.as_mut(), &args.write) {
         w.flush().map_err(|e| write_error(path, e))?;
     }
@@ -173,7 +191,50 @@ pub fn run(args: &CaptureArgs) -> Result<(), Error> {
     eprintln!("{captured} packets captured");
     eprintln!("{} packets received by filter", received.max(captured));
     eprintln!("{dropped} packets dropped by kernel");
+    if let (Some(live), Some(addr)) = (live, page) {
+        live.end(captured, dropped);
+        let behind = live.dropped_viewers();
+        if behind > 0 {
+            eprintln!(
+                "{behind} page viewers fell behind and were dropped (a browser reconnects and catches up)"
+            );
+        }
+        // Ended by --count or --seconds: the page stays, to be read and downloaded from.
+        if let Some(signal) = stop.listen() {
+            eprintln!(
+                "jam capture: the capture has ended; its page stays at {}; Ctrl-C to stop",
+                page_url(addr)
+            );
+            futures_lite::future::block_on(signal);
+        }
+    }
     Ok(())
+}
+
+/// Starts the browser view on `addr`; returns it and the address it is on.
+fn serve_page(addr: SocketAddr, from: &Source, port: u16) -> Result<(Arc<Live>, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        Error::new(format!("cannot serve the page on {addr}: {e}; choose another with --web ADDR"))
+    })?;
+    let addr = listener.local_addr().map_err(|e| Error::new(format!("the page's address: {e}")))?;
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let live = Arc::new(Live::new(machine.trim(), &from.name, port, from.link, KEEP));
+    let handler = live.clone();
+    http::serve(listener, "jam-capture-web", Arc::new(move |request| handler.handle(request)))
+        .map_err(|e| Error::new(format!("cannot start the page's server: {e}")))?;
+    eprintln!("jam capture: the page is at {}", page_url(addr));
+    Ok((live, addr))
+}
+
+/// The page's address as a browser is given it: an unspecified address (0.0.0.0) is reached at
+/// loopback from this machine.
+fn page_url(addr: SocketAddr) -> String {
+    let shown = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    format!("http://{shown}/")
 }
 
 fn write_error(path: &std::path::Path, e: io::Error) -> Error {
@@ -187,6 +248,7 @@ fn capture(
     args: &CaptureArgs,
     stop: &Shutdown,
     mut writer: Option<&mut Writer<File>>,
+    live: Option<&Live>,
 ) -> Result<u64, Error> {
     let deadline = args.seconds.map(|d| Instant::now() + d);
     // Cooked frames are read after room for the cooked header, which is written in front.
@@ -197,16 +259,23 @@ fn capture(
     let mut first_ns = None;
     let mut captured = 0u64;
     let mut dirty = false;
-    while !stop.is_triggered()
-        && args.count.is_none_or(|n| captured < n)
-        && deadline.is_none_or(|d| Instant::now() < d)
-    {
+    // Once stopped (a signal, or the time is up), what the kernel has already queued is still
+    // read, for at most DRAIN: those frames passed before the stop.
+    let mut draining: Option<Instant> = None;
+    while args.count.is_none_or(|n| captured < n) {
+        if draining.is_none() && (stop.is_triggered() || deadline.is_some_and(|d| Instant::now() >= d)) {
+            draining = Some(Instant::now() + DRAIN);
+        }
+        if draining.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         // Up to BATCH frames a call: it waits for the first (or the poll interval), then takes
-        // what else is queued.
+        // what else is queued; when draining, it only takes what is queued.
         let got: Vec<(usize, Option<LinkAddr>, i64)> = {
             let mut slices: Vec<[IoSliceMut<'_>; 1]> =
                 bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[at..])]).collect();
-            let flags = MsgFlags::MSG_TRUNC | MsgFlags::MSG_WAITFORONE;
+            let flags = MsgFlags::MSG_TRUNC
+                | if draining.is_some() { MsgFlags::MSG_DONTWAIT } else { MsgFlags::MSG_WAITFORONE };
             match recvmmsg(sock.as_raw_fd(), &mut headers, slices.iter_mut(), flags, None) {
                 Ok(results) => results.map(|m| (m.bytes, m.address, stamp(&m))).collect(),
                 Err(Errno::EAGAIN | Errno::EINTR) => Vec::new(),
@@ -214,6 +283,9 @@ fn capture(
             }
         };
         if got.is_empty() {
+            if draining.is_some() {
+                break;
+            }
             if dirty {
                 if let (Some(w), Some(path)) = (writer.as_deref_mut(), &args.write) {
                     w.flush().map_err(|e| write_error(path, e))?;
@@ -255,15 +327,20 @@ fn capture(
                 w.push(time_ns, wire as u32, frame).map_err(|e| write_error(path, e))?;
                 dirty = true;
             }
-            if !args.quiet {
+            if !args.quiet || live.is_some() {
                 let start = *first_ns.get_or_insert(time_ns);
                 if let Ok(Some(packet)) = decode(from.link, frame) {
                     let followed = tracker.follow(captured as usize, &packet);
                     let f = Frame { time_ns, wire_len: wire as u32, link: from.link, data: frame };
-                    outln!(
-                        "{}",
-                        Row::new(captured as usize, time_ns - start, &f, &packet, &followed).line()
-                    )?;
+                    if let Some(live) = live {
+                        live.push(&f, time_ns - start, &packet, &followed);
+                    }
+                    if !args.quiet {
+                        outln!(
+                            "{}",
+                            Row::new(captured as usize, time_ns - start, &f, &packet, &followed).line()
+                        )?;
+                    }
                 }
             }
         }
@@ -311,6 +388,9 @@ Options:
   -c, --count N          stop after N segments
       --seconds DUR      stop after DUR: seconds, or a span such as 30s, 2m
   -q, --quiet            no rows on the terminal (with -w: only the file)
+      --web ADDR         also show them live on a page, the course's Wireshark in a browser:
+                         ADDR is PORT (on 127.0.0.1) or HOST:PORT (0.0.0.0:50001 for every
+                         address); the page stays up after --count or --seconds until Ctrl-C
   -h, --help             print this help
 ",
         port = DEFAULT_PORT,
@@ -326,6 +406,7 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Parsed<CaptureArgs>, Error> {
         count: None,
         seconds: None,
         quiet: false,
+        web: None,
     };
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
@@ -335,6 +416,7 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Parsed<CaptureArgs>, Error> {
             Short('c') | Long("count") => args.count = Some(value(p, "--count", settings::count)? as u64),
             Long("seconds") => args.seconds = Some(value(p, "--seconds", settings::duration)?),
             Short('q') | Long("quiet") => args.quiet = true,
+            Long("web") => args.web = Some(value(p, "--web", http::page_addr)?),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             other => return Err(usage(other.unexpected())),
         }
