@@ -380,8 +380,9 @@ mod tests {
     }
 
     /// Defaults that help describes in words rather than as a value to give.
-    const DESCRIBED: [&str; 4] = [
+    const DESCRIBED: [&str; 5] = [
         "the system's zone, else UTC",
+        "half of --max-connections",
         "the system's, else UTC",
         "a strict JAM hh:mm:ss",
         "every interface but loopback, cooked",

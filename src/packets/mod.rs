@@ -106,7 +106,12 @@ pub fn sessions<'a>(
         }
         session.arrows.push(flow::Arrow::new(s.number, s.time_ns, &s.packet, &s.followed));
     })?;
-    Ok(sessions.into_iter().enumerate().filter(|(_, s)| !s.arrows.is_empty()).map(|(i, s)| (i + 1, s)).collect())
+    Ok(sessions
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| !s.arrows.is_empty())
+        .map(|(i, s)| (i + 1, s))
+        .collect())
 }
 
 /// Frame `number`'s detail (`jam show --detail`), if it is a TCP segment to or from `port`.

@@ -65,7 +65,12 @@ impl Config {
         env_override(env, "JAM_IDLE_TIMEOUT", settings::duration, &mut limits.connection.idle_timeout)?;
         env_override(env, "JAM_LINE_TIMEOUT", settings::duration, &mut limits.connection.line_timeout)?;
         env_override(env, "JAM_MAX_CONNECTIONS", settings::count, &mut limits.max_connections)?;
-        env_override(env, "JAM_MAX_PER_ADDRESS", settings::count, &mut limits.max_per_address)?;
+        env_override(
+            env,
+            "JAM_MAX_PER_ADDRESS",
+            |s| settings::count(s).map(Some),
+            &mut limits.max_per_address,
+        )?;
         env_override(env, "JAM_GRACE", settings::duration, &mut limits.grace)?;
         env_override(env, "JAM_BACKLOG", settings::backlog, &mut c.backlog)?;
         env_override(env, "JAM_THREADS", settings::count, &mut c.threads)?;
@@ -100,8 +105,9 @@ Options:
       --max-connections N   connections at once; more get ERROR server busy
                             [env: JAM_MAX_CONNECTIONS] [default: {max_conn}]
       --max-per-address N   connections at once from one client address; more get ERROR too
-                            many connections from your address
-                            [env: JAM_MAX_PER_ADDRESS] [default: {per_address}]
+                            many connections from your address (one machine's concurrency
+                            test is served thousands; one flood leaves half the places free)
+                            [env: JAM_MAX_PER_ADDRESS] [default: half of --max-connections]
       --backlog N           connections the kernel queues before jam accepts them; past it
                             new handshakes wait a second to be retried (the kernel caps it
                             at net.core.somaxconn) [env: JAM_BACKLOG] [default: {backlog}]
@@ -119,7 +125,6 @@ DUR is a number of seconds or a span such as 500ms, 30s, 5m.
         idle = show(d.limits.connection.idle_timeout),
         line = show(d.limits.connection.line_timeout),
         max_conn = d.limits.max_connections,
-        per_address = d.limits.max_per_address,
         grace = show(d.limits.grace),
         backlog = d.backlog,
         threads = d.threads,
@@ -147,7 +152,7 @@ pub fn parse(p: &mut lexopt::Parser, env: Env) -> Result<Parsed<Config>, Error> 
                 limits.max_connections = value(p, "--max-connections", settings::count)?
             }
             Long("max-per-address") => {
-                limits.max_per_address = value(p, "--max-per-address", settings::count)?
+                limits.max_per_address = Some(value(p, "--max-per-address", settings::count)?)
             }
             Long("grace") => limits.grace = value(p, "--grace", settings::duration)?,
             Long("backlog") => c.backlog = value(p, "--backlog", settings::backlog)?,

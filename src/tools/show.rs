@@ -48,7 +48,8 @@ pub fn run(args: &ShowArgs) -> Result<(), Error> {
     };
     let cooked = frames.iter().any(|f| matches!(f.link, pcap::Link::LinuxSll | pcap::Link::LinuxSll2));
     if let Some(n) = args.detail {
-        let Some(text) = packets::detail(&frames, args.port, n).map_err(|e| Error::new(format!("{name}: {e}")))?
+        let Some(text) =
+            packets::detail(&frames, args.port, n).map_err(|e| Error::new(format!("{name}: {e}")))?
         else {
             return Err(Error::new(format!(
                 "{name}: frame {n} is not a TCP segment {} (the capture has {} frames)",

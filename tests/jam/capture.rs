@@ -15,7 +15,6 @@ use jam::server::Limits;
 
 use crate::support::{JAM, Reaped, TestServer, have, lines_of, ok, require, run, wait_for_line};
 
-
 /// A file in the system's temporary folder, removed when dropped.
 pub(crate) struct TempFile(pub(crate) PathBuf);
 

@@ -445,7 +445,16 @@ fn the_page_shows_a_query_from_mesin2(lab: &Lab) {
     let name = format!("{}-web.pcap", lab.project);
     let target = format!("/captures/{name}");
     let out = ok(&mut lab.compose(&[
-        "--profile", "capture", "run", "-d", "capture", "capture", "--web", "0.0.0.0:50001", "-w", &target,
+        "--profile",
+        "capture",
+        "run",
+        "-d",
+        "capture",
+        "capture",
+        "--web",
+        "0.0.0.0:50001",
+        "-w",
+        &target,
     ]));
     let id = out.lines().last().expect("the capture's container").trim().to_string();
     struct Gone(String, PathBuf);

@@ -25,5 +25,5 @@ mod netns;
 mod orchestrators;
 mod reliability;
 mod server;
-mod web;
 mod support;
+mod web;

@@ -195,9 +195,31 @@ fn past_the_connection_limit_a_client_is_told_the_server_is_busy() {
     assert!(stats.refused >= 1 && stats.refused_per_address == 0, "{stats:?}");
 }
 
+/// A flood from one address, with the default share: it gets half of the places, the other
+/// half is left to every other machine, and the flood's next connection is told why it is refused.
+#[test]
+fn a_flood_from_one_address_leaves_half_the_places() {
+    let server = TestServer::start(Limits { max_connections: 40, max_per_address: None, ..limits() });
+    let mut flood: Vec<Client> = (0..20).map(|_| Client::connect_from([127, 0, 0, 2], server.addr)).collect();
+    for c in &mut flood {
+        c.time();
+    }
+    let mut more = Client::connect_from([127, 0, 0, 2], server.addr);
+    assert_eq!(more.rest(), "ERROR too many connections from your address\r\n");
+    // The class: twenty more places, from two other machines, all served while the flood holds on.
+    let mut class: Vec<Client> =
+        (0..20).map(|i| Client::connect_from([127, 0, 0, 3 + (i % 2)], server.addr)).collect();
+    for c in &mut class {
+        c.time();
+    }
+    drop(flood);
+    let stats = server.stop();
+    assert!(stats.refused_per_address >= 1 && stats.refused == stats.refused_per_address, "{stats:?}");
+}
+
 #[test]
 fn one_address_cannot_take_every_place() {
-    let server = TestServer::start(Limits { max_per_address: 8, ..limits() });
+    let server = TestServer::start(Limits { max_per_address: Some(8), ..limits() });
     // 127.0.0.2 takes its eight places, and the ninth is refused with the reason.
     let mut held: Vec<Client> = (0..8).map(|_| Client::connect_from([127, 0, 0, 2], server.addr)).collect();
     for c in &mut held {

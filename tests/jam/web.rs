@@ -29,7 +29,8 @@ fn capture_with_page(port: u16, more: &[&str]) -> (Capturing, SocketAddr) {
     let mut args = vec!["-i", "lo", "--port", &port, "--web", "127.0.0.1:0"];
     args.extend_from_slice(more);
     let (capture, said) = Capturing::jam_saying(&args);
-    let line = said.iter().find(|l| l.contains("the page is at http://")).unwrap_or_else(|| panic!("{said:?}"));
+    let line =
+        said.iter().find(|l| l.contains("the page is at http://")).unwrap_or_else(|| panic!("{said:?}"));
     let addr = line.split("http://").nth(1).unwrap().trim_end_matches('/').parse().unwrap();
     (capture, addr)
 }
@@ -106,7 +107,9 @@ fn a_viewer_that_never_reads_stalls_neither_the_capture_nor_the_other_viewers() 
     // One viewer asks for the stream and never reads it, with a small receive buffer so that it
     // is full soon.
     let stalled = {
-        use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt};
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+        };
         let sock = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).unwrap();
         setsockopt(&sock, sockopt::RcvBuf, &4096).unwrap();
         let SocketAddr::V4(v4) = page else { unreachable!("the page is on 127.0.0.1") };
@@ -153,8 +156,14 @@ fn the_pages_http_side_refuses_what_it_should() {
     let server = TestServer::start(Limits::default());
     let (capture, page) = capture_with_page(server.addr.port(), &[]);
     let page_html = get(page, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(page_html.starts_with("HTTP/1.1 200 OK\r\n") && page_html.contains("<title>jam capture"), "{page_html}");
-    assert!(!page_html.contains("http://") && !page_html.contains("https://"), "nothing is fetched from elsewhere");
+    assert!(
+        page_html.starts_with("HTTP/1.1 200 OK\r\n") && page_html.contains("<title>jam capture"),
+        "{page_html}"
+    );
+    assert!(
+        !page_html.contains("http://") && !page_html.contains("https://"),
+        "nothing is fetched from elsewhere"
+    );
     for (request, status) in [
         (b"GET /nothing HTTP/1.1\r\n\r\n".to_vec(), "404"),
         (b"TIME\r\n\r\n".to_vec(), "400"),

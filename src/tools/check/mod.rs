@@ -400,10 +400,10 @@ pub fn parse(p: &mut lexopt::Parser, env: Env) -> Result<Parsed<CheckArgs>, Erro
 mod tests {
     use jiff::Timestamp;
 
-    use crate::json_string;
     use super::sheet::{find_time, format_fault, judge_time};
     use super::tcp::shape;
     use super::*;
+    use crate::json_string;
     use crate::server::protocol::WallTime;
 
     fn at(h: u8, m: u8, s: u8) -> WallTime {

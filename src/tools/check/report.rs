@@ -94,4 +94,3 @@ pub fn card_line(o: &Outcome) -> String {
     }
     s
 }
-
