@@ -132,7 +132,10 @@ impl Session {
             };
             stream.map_err(|e| {
                 let hint = match e.kind() {
-                    io::ErrorKind::ConnectionRefused => " (is `jam serve` running there?)",
+                    // Any server: jam's, or a student's that crashed or listens on 127.0.0.1 only.
+                    io::ErrorKind::ConnectionRefused => {
+                        " (is a server running there, listening on that address and not only on its own 127.0.0.1?)"
+                    }
                     _ => "",
                 };
                 Error::new(format!("cannot connect to {target}: {e}{hint}"))

@@ -191,13 +191,46 @@ fn the_namespace_lab_builds_bends_captures_and_leaves_no_trace() {
 
 /// The lab with the student's own server on mesin1: the sheet's final server, run from its
 /// folder as a student would, with its dated replies in the demo; then one that fails to start.
+/// The server is untrusted code: it runs as nobody (no sudo here), sandboxed, and this checks
+/// that it reads its own folder but cannot read a file only root may read, nor write outside its
+/// scratch folder.
 fn student_server_on_mesin1(lab: &NetnsLab, before: &(String, Vec<String>)) {
-    if !require("python3", have("python3", "--version")) {
+    if !require("python3", have("python3", "--version"))
+        || !require("bubblewrap (the student's server's sandbox)", have("bwrap", "--version"))
+    {
         return;
     }
-    let up = lab.ok_in(&repo().join("bench"), &["up", "--server", "python3 server_thread.py 45000 0.0.0.0"]);
-    let serving = "server: your server (python3 server_thread.py 45000 0.0.0.0) on mesin1 listens";
-    assert!(up.contains(serving), "{up}");
+    use std::os::unix::fs::PermissionsExt;
+    // The student's folder, readable by all as a home folder is (a CI clone's is not).
+    let folder = std::env::temp_dir().join(format!("jam-student-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(repo().join("bench/server_thread.py"), folder.join("server_thread.py")).unwrap();
+    // Not in /tmp, which the sandbox replaces with its own.
+    let secret = PathBuf::from(format!("/var/tmp/jam-root-only-{}", std::process::id()));
+    std::fs::write(&secret, "the root-only secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    struct Gone(PathBuf, PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+    let _gone = Gone(folder.clone(), secret.clone());
+    let own = format!(
+        "id -u; cat {}; touch written-here; exec python3 server_thread.py 45000 0.0.0.0",
+        secret.display()
+    );
+    let up = lab.ok_in(&folder, &["up", "--server", &own]);
+    let serving = format!("server: your server ({own}) on mesin1 listens");
+    assert!(up.contains(&serving), "{up}");
+    assert!(up.contains("as nobody, sandboxed (bubblewrap)"), "{up}");
+    let log = lab.ok(&["logs"]);
+    assert!(log.lines().next() == Some("65534"), "the server runs as nobody:\n{log}");
+    assert!(log.contains("Permission denied") && !log.contains("root-only secret"), "{log}");
+    assert!(log.contains("Read-only file system"), "it wrote outside its scratch folder:\n{log}");
+    assert!(!folder.join("written-here").exists());
     let demo = lab.ok(&["demo"]);
     for m in ["mesin2", "mesin3"] {
         // The sheet's reply, date and all, three times each.
@@ -217,7 +250,11 @@ fn student_server_on_mesin1(lab: &NetnsLab, before: &(String, Vec<String>)) {
     assert!(down.contains("removed: server"), "{down}");
     assert_eq!(&machine_state(), before, "the student's server lab left something behind");
 
-    let failed = lab.run(&["up", "--server", "python3 -c 'print(\"cannot bind\"); raise SystemExit(3)'"]);
+    let failed = lab
+        .command(&["up", "--server", "python3 -c 'print(\"cannot bind\"); raise SystemExit(3)'"])
+        .current_dir(&folder)
+        .output()
+        .expect("run deploy/netns/lab");
     assert_eq!(failed.status.code(), Some(1));
     let err = String::from_utf8_lossy(&failed.stderr);
     assert!(err.contains("cannot bind") && err.contains("your server exited before it listened"), "{err}");
