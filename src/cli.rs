@@ -380,7 +380,8 @@ mod tests {
     }
 
     /// Defaults that help describes in words rather than as a value to give.
-    const DESCRIBED: [&str; 5] = [
+    const DESCRIBED: [&str; 6] = [
+        "off",
         "the system's zone, else UTC",
         "half of --max-connections",
         "the system's, else UTC",

@@ -13,7 +13,8 @@
 //!   of day in it), `connection.rs` (the one layer that touches a client's socket),
 //!   [`server::reactor`] (the event loop: readiness, deadlines, the tasks), [`server::shutdown`]
 //!   (the stop signal and the signals that set it off), and [`server`] itself (the accept loop,
-//!   the limits, graceful shutdown). [`server::config`] is `jam serve`'s command line.
+//!   the limits, graceful shutdown). [`server::config`] is `jam serve`'s command line, and
+//!   [`server::metrics`] what it counts for `jam serve --metrics`.
 //! - [`tools`]: the commands a person runs against a server: [`tools::client`] (`jam query`,
 //!   `jam probe`), [`tools::check`] (`jam check`, the grader), [`tools::talk`] (`jam talk`, like
 //!   `nc -C`), [`tools::bench`](mod@tools::bench) (`jam bench`, the load generator) and

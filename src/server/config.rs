@@ -8,11 +8,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use lexopt::prelude::*;
 
-use crate::Error;
 use crate::log::Level;
 use crate::server::protocol::DEFAULT_PORT;
 use crate::server::{DEFAULT_BACKLOG, DEFAULT_THREADS, Limits};
 use crate::settings::{self, Env, Parsed, env_override, show, text, usage, value};
+use crate::{Error, http};
 
 /// The address `jam serve` listens on unless told otherwise: the lab's port on every IPv4
 /// address.
@@ -35,6 +35,8 @@ pub struct Config {
     pub threads: usize,
     /// The most detailed log lines written.
     pub log: Level,
+    /// Where to serve the metrics page, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             backlog: DEFAULT_BACKLOG,
             threads: DEFAULT_THREADS,
             log: DEFAULT_LOG,
+            metrics: None,
         }
     }
 }
@@ -75,6 +78,7 @@ impl Config {
         env_override(env, "JAM_BACKLOG", settings::backlog, &mut c.backlog)?;
         env_override(env, "JAM_THREADS", settings::count, &mut c.threads)?;
         env_override(env, "JAM_LOG", settings::log_level, &mut c.log)?;
+        env_override(env, "JAM_METRICS", |s| http::page_addr(s).map(Some), &mut c.metrics)?;
         Ok(c)
     }
 }
@@ -116,6 +120,9 @@ Options:
       --threads N           executor threads [env: JAM_THREADS] [default: {threads}]
   -q, --quiet               log the start, the stop, warnings and errors, not every connection
                             [env: JAM_LOG=error|warn|notice|info|debug|off] [default: {log}]
+      --metrics ADDR        serve Prometheus metrics at http://ADDR/metrics: PORT alone is on
+                            127.0.0.1, 0.0.0.0:PORT for every address (docs/OPERATIONS.md)
+                            [env: JAM_METRICS] [default: off]
   -h, --help                print this help
 
 DUR is a number of seconds or a span such as 500ms, 30s, 5m.
@@ -158,6 +165,7 @@ pub fn parse(p: &mut lexopt::Parser, env: Env) -> Result<Parsed<Config>, Error> 
             Long("backlog") => c.backlog = value(p, "--backlog", settings::backlog)?,
             Long("threads") => c.threads = value(p, "--threads", settings::count)?,
             Short('q') | Long("quiet") => c.log = c.log.min(Level::Notice),
+            Long("metrics") => c.metrics = Some(value(p, "--metrics", http::page_addr)?),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             other => return Err(usage(other.unexpected())),
         }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 
 use crate::server::clock::Clock;
+use crate::server::metrics::Metrics;
 use crate::server::protocol::{self, Flow};
 use crate::server::reactor::{Interest, Ready, Socket};
 use crate::server::shutdown::Shutdown;
@@ -128,11 +129,18 @@ thread_local! {
 }
 
 /// Serves one client until it quits, breaks a rule, goes quiet, or the server stops.
-pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Shutdown) -> Summary {
+pub async fn serve(
+    stream: Socket,
+    clock: &Clock,
+    limits: &Limits,
+    shutdown: &Shutdown,
+    metrics: &Metrics,
+) -> Summary {
     let mut conn = Connection {
         stream: &stream,
         clock,
         limits,
+        metrics,
         pending: Vec::new(),
         owed: Vec::new(),
         requests: 0,
@@ -144,6 +152,7 @@ pub async fn serve(stream: Socket, clock: &Clock, limits: &Limits, shutdown: &Sh
     // Boxed: the closing steps (the final flush, the linger) are needed once, at the end, and
     // would otherwise make every connection's task as large as they are for all of its life.
     Box::pin(conn.close(&closed)).await;
+    metrics.closed(&closed);
     Summary { closed, requests: conn.requests }
 }
 
@@ -151,6 +160,7 @@ struct Connection<'a> {
     stream: &'a Socket,
     clock: &'a Clock,
     limits: &'a Limits,
+    metrics: &'a Metrics,
     /// The start of a line not yet complete (or lines not yet answered for lack of budget).
     pending: Vec<u8>,
     /// Replies not yet taken by the kernel.
@@ -273,6 +283,7 @@ impl Connection<'_> {
                 }));
             }
             self.last_progress = Instant::now();
+            self.metrics.received(n);
             self.answer_with(&scratch.input[..n], &mut scratch.out)
         })
     }
@@ -301,6 +312,7 @@ impl Connection<'_> {
             a
         };
         self.requests += answered.lines as u64;
+        self.metrics.answered(&answered);
         self.send(out)?;
         self.track_pending();
         Ok(match answered.flow {
@@ -335,6 +347,7 @@ impl Connection<'_> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
         };
+        self.metrics.sent(written);
         self.owed.extend_from_slice(&out[written..]);
         Ok(())
     }
@@ -343,6 +356,7 @@ impl Connection<'_> {
     fn flush(&mut self) -> io::Result<()> {
         match self.stream.write(&self.owed) {
             Ok(n) => {
+                self.metrics.sent(n);
                 self.owed.drain(..n);
                 self.last_progress = Instant::now();
                 if self.owed.is_empty() {
@@ -418,17 +432,29 @@ pub async fn refuse(stream: Socket, line: &'static [u8]) {
     let _ = finish(&stream, Instant::now() + LINGER).await;
 }
 
-/// Turns a client away with `line` without waiting for it: the line, our FIN, and the close.
+/// Turns a client away with `line` without a task of its own: the line and our FIN now; the
+/// socket is returned to be held a moment and then [`release`]d.
 ///
-/// Input that has already arrived is read first: closing with unread input makes the kernel
-/// send a reset instead of the FIN, which can destroy the line in flight. A client that sends
-/// more after the close still gets a reset for that, which is why [`refuse`] is preferred while
-/// there is room to linger.
-pub fn refuse_at_once(stream: Socket, line: &'static [u8]) {
+/// Input that has already arrived is read first, and again at the release: closing with unread
+/// input makes the kernel send a reset instead of the FIN, which can destroy the line in flight.
+/// A client whose request comes after the release still gets a reset for it, which is why the
+/// server holds the socket ([`super::REFUSAL_HOLD`]) and prefers [`refuse`] while there is room.
+pub fn refuse_and_hold(stream: Socket, line: &'static [u8]) -> Option<Socket> {
     if stream.write(line).is_err() {
-        return;
+        return None;
     }
     let _ = stream.get_ref().shutdown(Direction::Write);
+    discard_now(&stream);
+    Some(stream)
+}
+
+/// Closes a refused client's socket that was held, once what it sent meanwhile is read.
+pub fn release(stream: Socket) {
+    discard_now(&stream);
+}
+
+/// Reads and drops what has arrived, without waiting (bounded by [`LINGER_DISCARD`]).
+fn discard_now(stream: &Socket) {
     let mut discarded = 0;
     while discarded < LINGER_DISCARD {
         // Asking the kernel: the reactor has not yet had a turn to report this fresh socket's
@@ -468,7 +494,7 @@ mod tests {
         let reactor = crate::server::reactor::Reactor::new().unwrap();
         let stream = reactor.register(stream).unwrap();
         let clock = Clock::new(Zone::utc());
-        let summary = reactor.block_on(serve(stream, &clock, &limits, &Shutdown::new()));
+        let summary = reactor.block_on(serve(stream, &clock, &limits, &Shutdown::new(), &Metrics::default()));
         (summary.closed, client.join().unwrap())
     }
 
@@ -520,7 +546,8 @@ mod tests {
         let (stream, _) = listener.accept().unwrap();
         stream.set_nonblocking(true).unwrap();
         let reactor = crate::server::reactor::Reactor::new().unwrap();
-        refuse_at_once(reactor.register(stream).unwrap(), protocol::BUSY);
+        let held = refuse_and_hold(reactor.register(stream).unwrap(), protocol::BUSY).unwrap();
+        release(held);
         let mut all = Vec::new();
         client.read_to_end(&mut all).expect("the line and an orderly close");
         assert_eq!(all, protocol::BUSY);

@@ -12,7 +12,7 @@
 //! set. [`serve`] returns only once every connection's task has ended.
 //! docs/PERFORMANCE.md has the measurements behind the default.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,17 +27,19 @@ use crate::log;
 use crate::server::clock::{Clock, Zone};
 use crate::server::reactor::{Interest, Reactor, Socket};
 use crate::server::shutdown::Shutdown;
-use crate::{Error, debug, info, notice, sys, warn};
+use crate::{Error, debug, http, info, notice, sys, warn};
 
 pub mod clock;
 pub mod config;
 mod connection;
+pub mod metrics;
 pub mod protocol;
 pub mod reactor;
 pub mod shutdown;
 mod tzdb;
 
 pub use config::Config;
+pub use metrics::Metrics;
 
 /// Connections served at once; past it a new client gets `ERROR server busy`. Also capped by the
 /// open-files limit less [`RESERVED_FDS`].
@@ -73,10 +75,18 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// (one flooded all 10,000 places in about 10 s) must still leave most places to everyone else.
 pub const PER_ADDRESS_SHARE: usize = 2;
 /// Refused clients lingering at once, at most: each waits up to `connection::LINGER` for the
-/// client's FIN, so that the close is orderly. Past it, a refused client still gets its line, but
-/// the socket is closed at once (see `connection::refuse_at_once`), so that a flood cannot use
-/// up file descriptors this way.
+/// client's FIN, so that the close is orderly. Past it, in a flood, a refused client still gets
+/// its line and our FIN, and its socket is held in a queue for [`REFUSAL_HOLD`] instead (see
+/// [`HeldRefusals`]), so that a flood cannot use up file descriptors or tasks this way.
 pub const MAX_REFUSING: usize = 64;
+/// Refused sockets held at once past the lingering ones, at most; when the queue is full, the
+/// oldest is closed early. Each costs a descriptor and nothing else (no task, no timer).
+pub const MAX_HELD_REFUSALS: usize = 1024;
+/// How long a held refused socket stays open for the client's request to arrive and be read
+/// before it is closed: a request that comes after the close is answered with a reset. Clients
+/// send theirs within a few milliseconds of connecting (3 to 7 ms in the capture that found
+/// this); `bench/refusals` measures what is left.
+pub const REFUSAL_HOLD: Duration = Duration::from_millis(250);
 
 /// Refused clients are logged at most once in this long, with a count of those refused in
 /// between: a flood turns thousands away a second, and a line each would bury the log.
@@ -124,8 +134,8 @@ struct Shared {
     clock: Clock,
     limits: Limits,
     shutdown: Shutdown,
-    /// Connections being served.
-    active: AtomicUsize,
+    /// What is counted, connections being served (`metrics.open`) among them.
+    metrics: Arc<Metrics>,
     /// Connections being served, by client address (only addresses with one or more).
     per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Clients being turned away.
@@ -153,7 +163,7 @@ pub struct Stats {
 impl Shared {
     /// Whether every connection, served or turned away, has ended.
     fn is_drained(&self) -> bool {
-        self.active.load(Ordering::SeqCst) == 0 && self.refusing.load(Ordering::SeqCst) == 0
+        self.metrics.open.load(Ordering::SeqCst) == 0 && self.refusing.load(Ordering::SeqCst) == 0
     }
 
     /// Completes once every connection, served or turned away, has ended.
@@ -181,7 +191,7 @@ struct Active(Arc<Shared>, IpAddr);
 impl Active {
     /// Counts a new connection from `ip`; returns it with the counts it makes, all and from `ip`.
     fn new(shared: &Arc<Shared>, ip: IpAddr) -> (Active, usize, usize) {
-        let open = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+        let open = shared.metrics.open.fetch_add(1, Ordering::SeqCst) + 1;
         let from_ip = {
             let mut map = shared.per_address.lock().unwrap_or_else(PoisonError::into_inner);
             let n = map.entry(ip).or_insert(0);
@@ -203,7 +213,7 @@ impl Drop for Active {
                 }
             }
         }
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.0.metrics.open.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.drained.notify(usize::MAX);
         }
     }
@@ -215,12 +225,15 @@ impl Drop for Active {
 /// The connections are `reactor`'s tasks and their sockets are in its set, so the caller's
 /// threads must run under [`Reactor::block_on`], which runs the tasks and delivers their
 /// readiness and deadlines. Returns once every connection has ended.
+///
+/// What happens is counted in `metrics` as it happens (`jam serve --metrics` shows it).
 pub async fn serve(
     reactor: &Arc<Reactor>,
     listener: TcpListener,
     clock: Clock,
     limits: Limits,
     shutdown: Shutdown,
+    metrics: Arc<Metrics>,
 ) -> io::Result<Stats> {
     // Replies are single small writes that should leave at once, not wait for Nagle.
     if let Err(e) = sys::set_nodelay_for_accepted(&listener) {
@@ -232,7 +245,7 @@ pub async fn serve(
         clock,
         limits,
         shutdown: shutdown.clone(),
-        active: AtomicUsize::new(0),
+        metrics,
         per_address: Mutex::new(HashMap::new()),
         refusing: AtomicUsize::new(0),
         drained: Event::new(),
@@ -241,12 +254,33 @@ pub async fn serve(
     let mut stats = Stats::default();
     let mut out_of_fds = false;
     let mut refusals = RefusalLog { last: None, quiet: 0 };
+    let mut held = HeldRefusals::default();
     loop {
-        let accepted = future::or(async { Some(accept(&listener).await) }, async {
-            shutdown.wait().await;
-            None
-        })
+        held.release_due();
+        let due = held.next();
+        let accepted = future::or(
+            async { Some(Some(accept(&listener).await)) },
+            future::or(
+                async {
+                    shutdown.wait().await;
+                    None
+                },
+                async {
+                    match due {
+                        Some(due) => reactor.sleep_until(due).await,
+                        None => future::pending::<()>().await,
+                    }
+                    // A held refusal is due: round the loop to release it.
+                    Some(None)
+                },
+            ),
+        )
         .await;
+        let accepted = match accepted {
+            None => None,
+            Some(None) => continue,
+            Some(Some(accepted)) => Some(accepted),
+        };
         match accepted {
             None => break,
             Some(Ok((stream, peer))) => {
@@ -254,13 +288,13 @@ pub async fn serve(
                     notice!("accepting connections again");
                     out_of_fds = false;
                 }
-                admit(&shared, stream, peer, &mut stats, &mut refusals);
+                admit(&shared, stream, peer, &mut stats, &mut refusals, &mut held);
             }
             Some(Err(e)) if is_out_of_fds(&e) => {
                 if !out_of_fds {
                     warn!(
                         "cannot accept: {e}; serving the {} open connections and retrying every {} ms",
-                        shared.active.load(Ordering::SeqCst),
+                        shared.metrics.open.load(Ordering::SeqCst),
                         ACCEPT_BACKOFF.as_millis()
                     );
                     out_of_fds = true;
@@ -276,10 +310,11 @@ pub async fn serve(
         }
     }
     drop(listener);
+    held.release_all();
     // Every connection that waits hears the stop now; a busy one at its next wait.
     reactor.stop();
 
-    let open = shared.active.load(Ordering::SeqCst);
+    let open = shared.metrics.open.load(Ordering::SeqCst);
     notice!(
         "shutting down: stopped accepting; {open} connection(s) open, waiting up to {} ms",
         shared.limits.grace.as_millis()
@@ -296,7 +331,7 @@ pub async fn serve(
     )
     .await;
     if !finished {
-        stats.cut_off = shared.active.load(Ordering::SeqCst);
+        stats.cut_off = shared.metrics.open.load(Ordering::SeqCst);
         warn!("{} connection(s) still open after the grace period; closing them", stats.cut_off);
         // Every wait of theirs fails from now on, so each ends at its next step; the server
         // returns once they have, with no task and no socket left behind.
@@ -314,6 +349,7 @@ fn admit(
     peer: SocketAddr,
     stats: &mut Stats,
     refusals: &mut RefusalLog,
+    held: &mut HeldRefusals,
 ) {
     let stream = match shared.reactor.register(stream) {
         Ok(stream) => stream,
@@ -343,9 +379,11 @@ fn admit(
     if let Some(line) = turned_away {
         drop(active);
         stats.refused += 1;
-        if line == protocol::TOO_MANY_FROM_ADDRESS {
+        let per_address = line == protocol::TOO_MANY_FROM_ADDRESS;
+        if per_address {
             stats.refused_per_address += 1;
         }
+        shared.metrics.refused(per_address);
         if shared.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
             let shared = shared.clone();
             let reactor = shared.reactor.clone();
@@ -354,17 +392,26 @@ fn admit(
                 shared.refused_one();
             });
         } else {
-            connection::refuse_at_once(stream, line);
+            if let Some(socket) = connection::refuse_and_hold(stream, line) {
+                held.hold(socket);
+            }
             shared.refused_one();
         }
         return;
     }
     stats.accepted += 1;
+    shared.metrics.accepted();
     info!("connection from {peer} ({open} open)");
     shared.reactor.spawn(async move {
         let shared = &active.0;
-        let summary =
-            connection::serve(stream, &shared.clock, &shared.limits.connection, &shared.shutdown).await;
+        let summary = connection::serve(
+            stream,
+            &shared.clock,
+            &shared.limits.connection,
+            &shared.shutdown,
+            &shared.metrics,
+        )
+        .await;
         info!("closed {peer} after {} request(s): {}", summary.requests, summary.closed);
     });
 }
@@ -389,6 +436,45 @@ impl RefusalLog {
             0 => String::new(),
             n => format!("; {n} more refused since the last such line"),
         })
+    }
+}
+
+/// Refused sockets held open a moment past their line and FIN, oldest first (see
+/// [`MAX_REFUSING`]): a queue the accept loop owns, with no task or timer per socket.
+#[derive(Default)]
+struct HeldRefusals(VecDeque<(Instant, Socket)>);
+
+impl HeldRefusals {
+    /// Holds `socket` until [`REFUSAL_HOLD`] from now, closing the oldest first when full.
+    fn hold(&mut self, socket: Socket) {
+        if self.0.len() >= MAX_HELD_REFUSALS {
+            if let Some((_, oldest)) = self.0.pop_front() {
+                connection::release(oldest);
+            }
+        }
+        self.0.push_back((Instant::now() + REFUSAL_HOLD, socket));
+    }
+
+    /// Closes those whose time is up.
+    fn release_due(&mut self) {
+        let now = Instant::now();
+        while self.0.front().is_some_and(|(until, _)| *until <= now) {
+            if let Some((_, socket)) = self.0.pop_front() {
+                connection::release(socket);
+            }
+        }
+    }
+
+    /// When the next one is due.
+    fn next(&self) -> Option<Instant> {
+        self.0.front().map(|(until, _)| *until)
+    }
+
+    /// Closes them all (the server is stopping).
+    fn release_all(&mut self) {
+        for (_, socket) in self.0.drain(..) {
+            connection::release(socket);
+        }
     }
 }
 
@@ -475,6 +561,16 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         limits.grace,
     );
 
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = config.metrics {
+        let about = metrics::About {
+            version: env!("CARGO_PKG_VERSION"),
+            zone: zone.name.to_string(),
+            tzdb: crate::server::tzdb::VERSION,
+            limits,
+        };
+        serve_metrics(addr, metrics.clone(), about)?;
+    }
     let reactor = Reactor::new().map_err(|e| Error::new(format!("cannot start the reactor: {e}")))?;
     let stats = thread::scope(|scope| {
         let done = Shutdown::new();
@@ -485,7 +581,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
                 .spawn_scoped(scope, move || reactor.block_on(done.wait()))
                 .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
         }
-        let serving = serve(&reactor, listener, Clock::new(zone), limits, shutdown);
+        let serving = serve(&reactor, listener, Clock::new(zone), limits, shutdown, metrics);
         let stats = reactor.block_on(serving).map_err(|e| Error::new(format!("cannot serve: {e}")))?;
         done.trigger();
         Ok::<Stats, Error>(stats)
@@ -498,6 +594,27 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), Error> {
         stats.refused_per_address,
         stats.cut_off
     );
+    Ok(())
+}
+
+/// Serves the metrics page on `addr` from a thread of its own, for the life of the process.
+fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>, about: metrics::About) -> Result<(), Error> {
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        Error::new(format!("cannot serve metrics on {addr}: {e}; choose another with --metrics ADDR"))
+    })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let handler = move |request: &http::Request| match request.path.as_str() {
+        "/metrics" => {
+            http::Reply::ok("text/plain; version=0.0.4; charset=utf-8", metrics.render(&about).into_bytes())
+        }
+        "/" => http::Reply::ok("text/plain; charset=utf-8", &b"jam serve: metrics at /metrics\n"[..]),
+        path => {
+            http::Reply::error(http::Status::NotFound, format!("nothing at {path}; metrics are at /metrics"))
+        }
+    };
+    http::serve(listener, "jam-metrics", Arc::new(handler))
+        .map_err(|e| Error::new(format!("cannot start the metrics server: {e}")))?;
+    notice!("metrics at http://{bound}/metrics");
     Ok(())
 }
 

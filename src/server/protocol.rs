@@ -90,6 +90,26 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// Every error, in the order of the metrics' counters.
+    pub const ALL: [RequestError; 5] = [
+        RequestError::Unknown,
+        RequestError::BareLf,
+        RequestError::NotUtf8,
+        RequestError::Control,
+        RequestError::TooLong,
+    ];
+
+    /// Its name as a metric's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestError::Unknown => "unknown",
+            RequestError::BareLf => "bare_lf",
+            RequestError::NotUtf8 => "not_utf8",
+            RequestError::Control => "control",
+            RequestError::TooLong => "too_long",
+        }
+    }
+
     /// The error line sent to the client, CR LF included.
     pub fn reply(self) -> &'static [u8] {
         match self {
@@ -148,6 +168,10 @@ pub struct Answered {
     pub consumed: usize,
     /// How many request lines were answered, well-formed or not.
     pub lines: usize,
+    /// Of those, how many were `TIME`.
+    pub times: usize,
+    /// Of those, how many got each error reply, in [`RequestError::ALL`]'s order.
+    pub errors: [u32; RequestError::ALL.len()],
     /// What the connection does next.
     pub flow: Flow,
 }
@@ -166,6 +190,8 @@ pub fn respond(
 ) -> Answered {
     let mut consumed = 0;
     let mut lines = 0;
+    let mut times = 0;
+    let mut errors = [0u32; RequestError::ALL.len()];
     let mut time_reply = None;
     while out.len() < out_budget {
         let rest = &input[consumed..];
@@ -181,6 +207,7 @@ pub fn respond(
                 push_replies(out, time_reply.get_or_insert_with(|| now.reply()), run);
                 consumed += run * TIME_LINE.len();
                 lines += run;
+                times += run;
                 continue;
             }
         }
@@ -188,21 +215,34 @@ pub fn respond(
         let Some(lf) = window.iter().position(|&b| b == b'\n') else {
             if rest.len() >= max_line {
                 out.extend_from_slice(RequestError::TooLong.reply());
-                return Answered { consumed: input.len(), lines: lines + 1, flow: Flow::TooLong };
+                errors[RequestError::TooLong as usize] += 1;
+                return Answered {
+                    consumed: input.len(),
+                    lines: lines + 1,
+                    times,
+                    errors,
+                    flow: Flow::TooLong,
+                };
             }
             break;
         };
         consumed += lf + 1;
         lines += 1;
         match parse_line(&rest[..=lf]) {
-            Ok(Request::Time) => push_replies(out, time_reply.get_or_insert_with(|| now.reply()), 1),
-            Ok(Request::Quit) => {
-                return Answered { consumed, lines, flow: Flow::Quit };
+            Ok(Request::Time) => {
+                times += 1;
+                push_replies(out, time_reply.get_or_insert_with(|| now.reply()), 1)
             }
-            Err(e) => out.extend_from_slice(e.reply()),
+            Ok(Request::Quit) => {
+                return Answered { consumed, lines, times, errors, flow: Flow::Quit };
+            }
+            Err(e) => {
+                errors[e as usize] += 1;
+                out.extend_from_slice(e.reply())
+            }
         }
     }
-    Answered { consumed, lines, flow: Flow::Continue }
+    Answered { consumed, lines, times, errors, flow: Flow::Continue }
 }
 
 /// Appends `n` time replies to `out` with the copies inlined. `extend_from_slice` calls `memcpy`,
@@ -336,7 +376,7 @@ mod tests {
         let mut out = Vec::new();
         let a = respond(b"TIME\r\nQUIT\r\nTIME\r\n", NOON, DEFAULT_MAX_LINE, BIG, &mut out);
         assert_eq!(out, b"JAM 12:34:56\r\n");
-        assert_eq!(a, Answered { consumed: 12, lines: 2, flow: Flow::Quit });
+        assert_eq!(a, Answered { consumed: 12, lines: 2, times: 1, errors: [0; 5], flow: Flow::Quit });
         assert_eq!(run(b"QUIT now\r\n").1, Flow::Quit);
     }
 

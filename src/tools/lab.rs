@@ -88,8 +88,14 @@ pub fn run(args: &LabArgs) -> Result<(), Error> {
             let (done, reactor) = (done.clone(), &reactor);
             scope.spawn(move || reactor.block_on(done.wait()))
         };
-        let serving =
-            server::serve(&reactor, listener, Clock::new(zone), Limits::default(), shutdown.clone());
+        let serving = server::serve(
+            &reactor,
+            listener,
+            Clock::new(zone),
+            Limits::default(),
+            shutdown.clone(),
+            Default::default(),
+        );
         let clients = async {
             let [(a, a_ip), (b, b_ip)] = CLIENTS;
             let results =

@@ -34,11 +34,20 @@ struct Lab {
     image: String,
     /// More environment for compose.
     env: Vec<(&'static str, String)>,
+    /// The compose files named with -f; none: COMPOSE_FILE (in `env`) names them.
+    files: Vec<&'static str>,
 }
 
 impl Lab {
     fn new(project: String, v2: bool) -> Lab {
-        Lab { project, v2, dir: repo(), image: IMAGE.into(), env: Vec::new() }
+        Lab {
+            project,
+            v2,
+            dir: repo(),
+            image: IMAGE.into(),
+            env: Vec::new(),
+            files: vec!["docker-compose.yml"],
+        }
     }
 
     fn compose(&self, args: &[&str]) -> Command {
@@ -50,11 +59,14 @@ impl Lab {
             Command::new("docker-compose")
         };
         c.current_dir(&self.dir)
-            .args(["-p", &self.project, "-f", "docker-compose.yml"])
+            .args(["-p", &self.project])
+            .args(self.files.iter().flat_map(|f| ["-f", f]))
             .args(args)
             .env("JAM_IMAGE", &self.image)
             .env("JAM_PUBLISH", "127.0.0.1:")
             .env("JAM_WEB_PUBLISH", "127.0.0.1:")
+            .env("JAM_METRICS_PUBLISH", "127.0.0.1:")
+            .env("JAM_METRICS", "0.0.0.0:9450")
             .env("JAM_INTERVAL", "1s")
             .env("TZ", "Asia/Jakarta")
             // v1 is Python: on a pipe, not a terminal, it would hold the transcript back.
@@ -256,6 +268,7 @@ fn lab_of_the_sheet(lab: Lab) {
     assert_time(&talked);
 
     check_hardening(&lab, &server);
+    metrics_count_the_labs_requests(&lab);
     capture_shows_the_sheets_exchange(&lab);
     the_page_shows_a_query_from_mesin2(&lab);
 
@@ -435,6 +448,25 @@ fn capture_shows_the_sheets_exchange(lab: &Lab) {
     }
 }
 
+/// The compose lab's opt-in metrics (JAM_METRICS), published on the host's loopback: mesin1's
+/// page counts the clients' requests.
+fn metrics_count_the_labs_requests(lab: &Lab) {
+    let published = ok(&mut lab.compose(&["port", "mesin1", "9450"]));
+    let mut s = std::net::TcpStream::connect(published.trim()).expect("the metrics port");
+    s.set_read_timeout(Some(HANG)).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: lab\r\n\r\n").unwrap();
+    let mut page = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut page);
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("jam_requests_total{kind=\"time\"} "))
+        .unwrap_or_else(|| panic!("{page}"));
+    let requests: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // The two clients' five queries each, at least, and their every-second queries.
+    assert!(requests >= 10, "{line}");
+    assert!(page.contains("zone=\"Asia/Jakarta\""), "{page}");
+}
+
 /// The course's Wireshark in a browser: the capture service's page, published by mesin1 on the
 /// host's loopback, shows a query from mesin2 in a real headless chromium (tests/browser/view.py).
 /// JAM_SCREENSHOT=FILE.png keeps the page's picture (README's is made so).
@@ -565,49 +597,119 @@ fn the_arm64_image_is_built_from_the_aarch64_binary() {
     assert!(!dangling.contains(&field("{{.Id}}")[7..19]), "{dangling}");
 }
 
+/// The student override, as the README gives it: one command on a machine with no jam image
+/// (mesin2 builds it), the files named once in COMPOSE_FILE, the server in a Python image made
+/// from this machine's Debian packages (tests/python-image). The sheet's own server under both
+/// Compose versions; then, under one, a correct student server, one with a syntax error, and one
+/// bound to 127.0.0.1, each reported as a student needs.
 #[test]
-fn the_student_override_puts_a_python_server_on_mesin1_and_keeps_the_lab() {
-    // Only its configuration can be checked here: the Python image cannot be pulled.
-    if !require("docker-compose (v1) to read compose files", have("docker-compose", "version")) {
+fn the_student_override_runs_a_students_server_and_reports_what_went_wrong() {
+    if !docker_running() || !require("python3 (tests/python-image)", have("python3", "--version")) {
         return;
     }
-    let config = ok(Command::new("docker-compose").current_dir(repo()).args([
-        "-f",
-        "docker-compose.yml",
-        "-f",
-        "docker-compose.student.yml",
-        "config",
-    ]));
-    let service = |name: &str| {
-        let start = config.find(&format!("\n  {name}:\n")).unwrap_or_else(|| panic!("{name}:\n{config}"));
-        let rest = &config[start + 4..];
-        let end = rest.find("\n  mesin").map_or(rest.len(), |e| e);
-        rest[..end].to_string()
+    let builder = ok(&mut Command::new(repo().join("tests/rust-builder-image"))).trim().to_string();
+    let python = ok(&mut Command::new(repo().join("tests/python-image"))).trim().to_string();
+    let _one = one_lab();
+    let pid = std::process::id();
+    let (jam_image, student_image) =
+        (format!("jam-student-lab-{pid}:latest"), format!("jam-student-{pid}:latest"));
+    let before = dangling();
+    let mut images = Images(vec![jam_image.clone(), student_image.clone()]);
+    let lab_for = |v2: bool, name: &str, dir: &Path, server: &str| {
+        let mut lab = Lab::new(format!("jamstudent{pid}{name}"), v2);
+        lab.image = jam_image.clone();
+        lab.files = Vec::new();
+        lab.env.extend([
+            ("COMPOSE_FILE", "docker-compose.yml:docker-compose.student.yml".to_string()),
+            ("JAM_RUST_IMAGE", builder.clone()),
+            ("JAM_PYTHON_IMAGE", python.clone()),
+            ("JAM_STUDENT_IMAGE", student_image.clone()),
+            ("JAM_SERVER_DIR", dir.display().to_string()),
+            ("JAM_SERVER", server.to_string()),
+        ]);
+        lab
     };
-    let mesin1 = service("mesin1");
-    for want in [
-        "image: jam-student-server",
-        "ipv4_address: 172.16.16.101",
-        "read_only: true",
-        "no-new-privileges:true",
-        "/bench:/lab:ro",
-        "exec python3 -u server_thread.py 45000 0.0.0.0",
-        "PYTHON_IMAGE: python:3.12-slim",
-    ] {
-        assert!(mesin1.contains(want), "mesin1 lacks {want:?}:\n{mesin1}");
+    let grade =
+        |lab: &Lab| run(&mut lab.compose(&["exec", "-T", "mesin2", "/jam", "check", "172.16.16.101"]));
+    let bench = repo().join("bench");
+    let students = repo().join("tests/student");
+
+    // The sheet's own server, under each Compose version, from no jam image at all.
+    for v2 in compose_versions() {
+        let name = if v2 { "v2" } else { "v1" };
+        let lab = lab_for(v2, name, &bench, "server_thread.py 45000 0.0.0.0");
+        let _ = run(&mut docker(&["image", "rm", "-f", &jam_image]));
+        let up = run(&mut lab.compose(&["up", "-d"]));
+        let said = String::from_utf8_lossy(&up.stdout).into_owned() + &String::from_utf8_lossy(&up.stderr);
+        assert!(up.status.success(), "compose {name} up: {said}");
+        lab.wait_healthy();
+        for client in ["mesin2", "mesin3"] {
+            lab.wait_logs(client, "two JAM replies", |l| {
+                l.lines().filter(|l| l.contains("JAM ")).count() >= 2
+            });
+        }
+        // The sheet's server has the sheet's faults (a date in its reply), so the grader fails
+        // it, but its time is right in the lab's zone, which the card names.
+        let card = grade(&lab);
+        let card_text = String::from_utf8_lossy(&card.stdout);
+        assert_eq!(card.status.code(), Some(1), "{card_text}");
+        assert!(
+            card_text.contains("replies expected in Asia/Jakarta")
+                && card_text.contains("PASS  time-current")
+                && card_text.contains("FAIL  time-reply"),
+            "the sheet's server, graded in the lab's zone:\n{card_text}"
+        );
+        // The server stops at once with a clean status: an init is PID 1, the server its child.
+        let start = Instant::now();
+        ok(&mut lab.compose(&["stop", "mesin1"]));
+        let took = start.elapsed();
+        let server = lab.container("mesin1");
+        assert_eq!(lab.inspect(&server, "{{.State.ExitCode}}"), "0", "{}", lab.logs("mesin1"));
+        eprintln!("compose {name}: the sheet's server graded, and stopped in {took:?} with status 0");
+        lab.down();
+        lab.assert_gone();
     }
-    assert!(!mesin1.contains("jam:latest"), "{mesin1}");
-    for client in ["mesin2", "mesin3"] {
-        let c = service(client);
-        assert!(c.contains("image: jam:latest") && c.contains("condition: service_healthy"), "{c}");
+
+    let v2 = *compose_versions().last().unwrap();
+    // A correct student server: healthy, served, graded as meeting the sheet.
+    let lab = lab_for(v2, "ok", &students, "correct.py");
+    ok(&mut lab.compose(&["up", "-d"]));
+    lab.wait_healthy();
+    let card = grade(&lab);
+    assert!(card.status.success(), "{}", String::from_utf8_lossy(&card.stdout));
+    lab.down();
+
+    // A syntax error: mesin1 exits, and its log has the SyntaxError; the clients say what they found.
+    let lab = lab_for(v2, "syntax", &students, "syntax_error.py");
+    ok(&mut lab.compose(&["up", "-d"]));
+    let server = lab.container("mesin1");
+    let start = Instant::now();
+    while lab.inspect(&server, "{{.State.Status}}") != "exited" {
+        assert!(start.elapsed() < HANG, "mesin1 with a syntax error did not exit: {}", lab.logs("mesin1"));
+        thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(lab.inspect(&server, "{{.State.ExitCode}}"), "1");
+    assert!(lab.logs("mesin1").contains("SyntaxError"), "{}", lab.logs("mesin1"));
+    lab.wait_logs("mesin2", "a hint that fits any server", |l| l.contains("is a server running there"));
+    lab.down();
+
+    // Bound to 127.0.0.1: it answers inside its container, but mesin1 is not healthy, the clients
+    // are refused and told why it may be, and the grader fails it.
+    let lab = lab_for(v2, "loopback", &students, "loopback_only.py");
+    ok(&mut lab.compose(&["up", "-d"]));
+    let logs =
+        lab.wait_logs("mesin2", "a refusal and its hint", |l| l.contains("not only on its own 127.0.0.1"));
+    assert!(logs.contains("Connection refused"), "{logs}");
+    let server = lab.container("mesin1");
+    assert_ne!(lab.inspect(&server, "{{.State.Health.Status}}"), "healthy");
+    assert!(!grade(&lab).status.success());
+    lab.down();
+    lab.assert_gone();
+
+    let left: Vec<String> = dangling().difference(&before).cloned().collect();
+    images.0.extend(left);
 }
 
-/// A fresh clone and `docker compose up`, nothing else: no Rust on the host, no deploy/lab, no
-/// dist/. The build stage runs on a Rust image made from this machine's own files
-/// (tests/rust-builder-image), since the official one cannot be pulled here; it fetches the
-/// crates from the registry as the host does. Under each compose version; the first builds
-/// cold, the second finds the first's build cache.
 #[test]
 fn a_fresh_clone_comes_up_with_docker_compose_alone() {
     if !docker_running() || !require("git", have("git", "--version")) {

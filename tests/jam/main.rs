@@ -9,6 +9,7 @@
 //! - `appliance`: jam as PID 1 of a QEMU virtual machine (needs qemu-system-x86_64).
 //! - `orchestrators`: the Kubernetes manifests (offline) and the Swarm stack (needs Docker).
 //! - `layout`: the house's rules read from the source: dependencies one way, the papers.
+//! - `metrics`: `jam serve --metrics` scraped by a real Prometheus, and checked by promtool.
 //! - `reliability`: load at this machine's ceiling, and bench/soak's abuse, briefly.
 //! - `web`: `jam capture --web` in a real headless browser, and its viewers (root, chromium).
 //!
@@ -21,6 +22,7 @@ mod capture;
 mod check;
 mod container;
 mod layout;
+mod metrics;
 mod netns;
 mod orchestrators;
 mod reliability;

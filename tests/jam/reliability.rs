@@ -60,19 +60,23 @@ fn connections_up_to_the_open_files_ceiling_all_open_at_once_and_all_served() {
 #[test]
 fn one_machines_concurrency_test_is_served_thousands() {
     let s = serve(&["--quiet"]);
-    assert!(s.started.contains("up to 10000 connections") && s.started.contains("5000 from one address"), "{}", s.started);
+    assert!(
+        s.started.contains("up to 10000 connections") && s.started.contains("5000 from one address"),
+        "{}",
+        s.started
+    );
     let report = json_of(
-        Command::new(JAM).args(["bench", &s.addr.to_string(), "--mode", "idle", "--connections", "3000"]).args([
-            "--threads",
-            "2",
-            "--duration",
-            "1s",
-            "--json",
-        ]),
+        Command::new(JAM)
+            .args(["bench", &s.addr.to_string(), "--mode", "idle", "--connections", "3000"])
+            .args(["--threads", "2", "--duration", "1s", "--json"]),
         "jam bench --mode idle from one address",
     );
     assert_eq!(number(&report, "errors"), 0.0, "{report}");
-    assert_eq!(number(&report, "requests"), 3000.0, "every connection from the one address is served: {report}");
+    assert_eq!(
+        number(&report, "requests"),
+        3000.0,
+        "every connection from the one address is served: {report}"
+    );
 }
 
 #[test]

@@ -217,6 +217,36 @@ fn a_flood_from_one_address_leaves_half_the_places() {
     assert!(stats.refused_per_address >= 1 && stats.refused == stats.refused_per_address, "{stats:?}");
 }
 
+/// A flood of refusals, more at once than linger (jam::server::MAX_REFUSING), each client
+/// sending its request 30 ms after it connects, as a real client does: every one gets its line
+/// and an orderly close, and none a reset for a request the server had closed its socket before.
+#[test]
+fn a_flood_of_refusals_gets_lines_and_no_resets() {
+    let server = TestServer::start(Limits { max_per_address: Some(1), ..limits() });
+    let mut held = Client::connect_from([127, 0, 0, 2], server.addr);
+    held.time();
+    let addr = server.addr;
+    let clients: Vec<_> = (0..jam::server::MAX_REFUSING * 3)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = Client::connect_from([127, 0, 0, 2], addr);
+                thread::sleep(Duration::from_millis(30));
+                let _ = c.stream.write_all(b"TIME\r\n");
+                let got = c.rest();
+                // A reset that comes after the FIN is only seen as the socket's error.
+                thread::sleep(Duration::from_millis(50));
+                (got, c.stream.take_error().unwrap())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (got, error) = c.join().unwrap();
+        assert_eq!(got, "ERROR too many connections from your address\r\n");
+        assert!(error.is_none(), "a refused client was reset: {error:?}");
+    }
+    drop(held);
+}
+
 #[test]
 fn one_address_cannot_take_every_place() {
     let server = TestServer::start(Limits { max_per_address: Some(8), ..limits() });

@@ -79,7 +79,7 @@ impl TestServer {
                 thread::spawn(move || reactor.block_on(done.wait()))
             };
             let clock = Clock::new(Zone::utc());
-            let serving = server::serve(&reactor, listener, clock, limits, stop);
+            let serving = server::serve(&reactor, listener, clock, limits, stop, Default::default());
             let stats = reactor.block_on(serving).expect("serve");
             done.trigger();
             helper.join().unwrap();
