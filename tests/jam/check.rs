@@ -92,6 +92,66 @@ fn fault(name: &str) {
     assert_eq!(report.meets_the_sheet(), !required_failed);
 }
 
+/// The detail of check `name` in the report, which must be a failure.
+fn failed(report: &check::Report, name: &str) -> String {
+    let o = report.outcomes.iter().find(|o| o.name == name).unwrap();
+    assert_eq!(o.status, Status::Fail, "{name}: {report:#?}");
+    o.detail.clone()
+}
+
+/// A refusal is not a client served: a server that turns a client away while another is
+/// connected (as `jam serve --max-connections 1` does) once passed second-client and idle-crowd,
+/// whose ERROR line counted as a reply.
+#[test]
+fn a_refusal_is_not_a_served_reply() {
+    let Some(server) = python(&["--fault", "busy-while-busy"]) else { return };
+    let (_, report) = not_passed(server.addr);
+    for name in ["second-client", "idle-crowd", "many-clients"] {
+        let detail = failed(&report, name);
+        assert!(
+            detail.contains("\"ERROR server busy\\r\\n\": the server turned this client away"),
+            "{name}: {detail}"
+        );
+    }
+    assert!(!report.meets_the_sheet());
+}
+
+/// The first request goes to the first connection, alone: a server that leaves the first
+/// client of its life waiting until another connects once passed everything.
+#[test]
+fn the_first_client_alone_is_asked_first() {
+    let Some(server) = python(&["--fault", "first-waits"]) else { return };
+    let (_, report) = not_passed(server.addr);
+    let detail = failed(&report, "time-reply");
+    assert!(detail.contains("the first client, alone, was not answered"), "{detail}");
+}
+
+/// An echo is not an answer: a server that sends unknown lines back once passed unknown-request
+/// and bare-lf.
+#[test]
+fn an_echo_is_not_an_answer() {
+    let Some(server) = python(&["--fault", "echo"]) else { return };
+    let (bad, report) = not_passed(server.addr);
+    assert_eq!(bad, fails(&["unknown-request", "bare-lf"]), "{report:#?}");
+    for name in ["unknown-request", "bare-lf"] {
+        assert!(failed(&report, name).contains("an echo of the request is not an answer"), "{report:#?}");
+    }
+}
+
+/// A server that turns the checker itself away is reported as such, not as a reply that does
+/// not begin with "JAM ".
+#[test]
+fn a_refused_checker_is_reported_as_refused() {
+    let Some(server) = python(&["--fault", "refuse-all"]) else { return };
+    let (_, report) = not_passed(server.addr);
+    let detail = failed(&report, "time-reply");
+    assert!(
+        detail.contains("the server turned the checker away") && !detail.contains("must begin"),
+        "{detail}"
+    );
+    assert!(failed(&report, "time-current").contains("the server refused the checker"));
+}
+
 #[test]
 fn a_wrong_reply_format_fails_the_reply_check() {
     fault("wrong-format");
@@ -187,7 +247,9 @@ fn the_sheets_server_fails_the_reply_format_and_the_framing() {
     let json = String::from_utf8(out.stdout).unwrap();
     let failed: BTreeSet<String> =
         statuses(&json).into_iter().filter(|(_, s)| s == "fail").map(|(n, _)| n).collect();
-    let expected = ["time-reply", "split-request", "joined-requests", "long-line"];
+    // It echoes what it does not know: HELLO and a bare-LF line come back as they went.
+    let expected =
+        ["time-reply", "split-request", "joined-requests", "unknown-request", "bare-lf", "long-line"];
     assert_eq!(failed, expected.iter().map(|s| s.to_string()).collect(), "{json}");
     // It sends the date: the report says so, with the bytes it got.
     assert!(json.contains("(no date)"), "{json}");

@@ -197,7 +197,9 @@ pub fn run(args: &CheckArgs) -> Result<(), Error> {
 
 /// Runs every check against `addr`, calling `each` with every outcome as it is known.
 pub fn grade(addr: SocketAddr, zone: &Zone, args: &CheckArgs, each: impl FnMut(&Outcome)) -> Report {
-    smol::block_on(Grader { addr, zone, args, report: Report::default(), each, reference: None }.all())
+    smol::block_on(
+        Grader { addr, zone, args, report: Report::default(), each, reference: None, first: None }.all(),
+    )
 }
 
 struct Grader<'a, F> {
@@ -208,6 +210,9 @@ struct Grader<'a, F> {
     each: F,
     /// The reply to a plain `TIME`, which the framing checks compare theirs with.
     reference: Option<Vec<u8>>,
+    /// The check's first connection, opened by the connect check and kept for the first
+    /// request, so that it is asked alone.
+    first: Option<Peer>,
 }
 
 /// What a check found: its status and the detail.
@@ -231,7 +236,10 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
 
     async fn all(mut self) -> Report {
         let accepts = match Peer::open(self.addr, self.args.timeout).await {
-            Ok(_) => pass(),
+            Ok(first) => {
+                self.first = Some(first);
+                pass()
+            }
             Err(e) => fail(e),
         };
         let up = accepts.0 == Status::Pass;

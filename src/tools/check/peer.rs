@@ -53,9 +53,18 @@ impl Heard {
         format!("sent \"{}\"; {}", shown(sent), self.tail(timeout))
     }
 
+    /// Whether this is an answer to `TIME`: a line with a time of day in it. A refusal such as
+    /// `ERROR server busy`, or any other ERROR line, is not a client served.
+    pub(super) fn served(&self) -> bool {
+        matches!(self, Heard::Line(line) if !is_error(line) && super::sheet::find_time(line).is_some())
+    }
+
     /// What happened, after what was sent: `no reply within 2s`, and the like.
     pub(super) fn tail(&self, timeout: Duration) -> String {
         match self {
+            Heard::Line(line) if is_error(line) => {
+                format!("got \"{}\": the server turned this client away, or refused the request", shown(line))
+            }
             Heard::Line(line) => format!("got \"{}\"", shown(line)),
             Heard::Silent(got) if got.is_empty() => format!("no reply within {}", show(timeout)),
             Heard::Silent(got) => format!("got \"{}\" and no line end within {}", shown(got), show(timeout)),
@@ -64,6 +73,11 @@ impl Heard {
             Heard::Failed(e) => e.clone(),
         }
     }
+}
+
+/// Whether a line is an ERROR line (a refusal, or an error reply).
+pub(super) fn is_error(line: &[u8]) -> bool {
+    line.starts_with(b"ERROR")
 }
 
 /// How waiting for the server to close ended.

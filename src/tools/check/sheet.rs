@@ -9,17 +9,36 @@ use crate::server::clock::Zone;
 use crate::server::protocol::{self, WallTime};
 use crate::settings::show;
 
+use super::peer::is_error;
 use super::*;
 
 impl<F: FnMut(&Outcome)> Grader<'_, F> {
     pub(super) async fn time_reply(&mut self) -> Result<(Found, Found), Broke> {
-        let mut peer = self.connect().await?;
+        // The first request goes to the first connection of the check, alone: a server that
+        // leaves its first client waiting until another comes would hang a student's first nc.
+        let mut peer = match self.first.take() {
+            Some(first) => first,
+            None => self.connect().await?,
+        };
         peer.send(b"TIME\r\n").await;
         let read = peer.line().await;
         let Heard::Line(line) = read else {
-            let why = read.describe(b"TIME\r\n", self.args.timeout);
+            let alone = if matches!(read, Heard::Silent(_)) {
+                ": the first client, alone, was not answered"
+            } else {
+                ""
+            };
+            let why = read.describe(b"TIME\r\n", self.args.timeout) + alone;
             return Ok((fail(why), fail("not run: no reply to read a time from (see time-reply)")));
         };
+        if is_error(&line) {
+            let why = format!(
+                "sent \"TIME\\r\\n\"; got \"{}\": the server turned the checker away, so nothing could be graded \
+                 (a limit on connections, or on one address?)",
+                shown(&line)
+            );
+            return Ok((fail(why), fail("not run: the server refused the checker (see time-reply)")));
+        }
         self.reference = Some(line.clone());
         let exact = match line.strip_suffix(b"\r\n") {
             Some(body) if protocol::parse_time_reply(body).is_some() => pass(),
@@ -45,7 +64,7 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
         for i in 0..N {
             peer.send(b"TIME\r\n").await;
             match peer.line().await {
-                Heard::Line(_) => {}
+                heard if heard.served() => {}
                 other => {
                     let why = other.describe(b"TIME\r\n", self.args.timeout);
                     return Ok(fail(format!("request {} of {N} on one connection: {why}", i + 1)));
@@ -83,7 +102,7 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
         let mut second = self.connect().await?;
         second.send(b"TIME\r\n").await;
         Ok(match second.line().await {
-            Heard::Line(_) => pass(),
+            heard if heard.served() => pass(),
             other => fail(format!(
                 "a second client, while a first one was connected and idle: {}{}",
                 other.describe(b"TIME\r\n", self.args.timeout),
@@ -112,8 +131,8 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
         for peer in &mut peers {
             reads.push(peer.line_by(deadline).await);
         }
-        let served = reads.iter().filter(|r| matches!(r, Heard::Line(_))).count();
-        Ok(match reads.iter().find(|r| !matches!(r, Heard::Line(_))) {
+        let served = reads.iter().filter(|r| r.served()).count();
+        Ok(match reads.iter().find(|r| !r.served()) {
             None => pass(),
             Some(first_bad) => fail(format!(
                 "{n} clients connected, then each sent TIME at once: {served} answered; the first not answered: {}",
@@ -132,7 +151,7 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
             let mut peer = self.connect().await?;
             peer.send(b"TIME\r\n").await;
             match peer.line().await {
-                Heard::Line(_) => peers.push(peer),
+                heard if heard.served() => peers.push(peer),
                 other => {
                     return Ok(Err(format!(
                         "client {} of {n}, with {i} other(s) connected: {}",

@@ -85,6 +85,11 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
         let mut peer = self.connect().await?;
         peer.send(b"HELLO\r\n").await;
         let answer = match peer.line().await {
+            Heard::Line(line) if line == b"HELLO\r\n" => {
+                return Ok(fail(
+                    "sent \"HELLO\\r\\n\"; got it back: an echo of the request is not an answer to it",
+                ));
+            }
             Heard::Line(line) => line,
             other => return Ok(fail(other.describe(b"HELLO\r\n", self.args.timeout))),
         };
@@ -97,7 +102,7 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
         }
         peer.send(b"TIME\r\n").await;
         Ok(match peer.line().await {
-            Heard::Line(_) => pass(),
+            heard if heard.served() => pass(),
             other => fail(format!(
                 "sent \"HELLO\\r\\n\", got \"{}\"; then {}",
                 shown(&answer),
@@ -110,6 +115,9 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
         let mut peer = self.connect().await?;
         peer.send(b"TIME\n").await;
         Ok(match peer.line().await {
+            Heard::Line(got) | Heard::Silent(got) if got == b"TIME\n" => {
+                fail("sent \"TIME\\n\"; got it back: an echo of the request is not an answer to it")
+            }
             Heard::Line(_) => pass(),
             Heard::Silent(got) if !got.is_empty() => pass(),
             other => fail(other.describe(b"TIME\n", self.args.timeout)),
@@ -156,7 +164,7 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
     pub(super) async fn unserved(&self, peer: &mut Peer) -> Option<String> {
         peer.send(b"TIME\r\n").await;
         match peer.line().await {
-            Heard::Line(_) => None,
+            heard if heard.served() => None,
             read => Some(read.describe(b"TIME\r\n", self.args.timeout)),
         }
     }
