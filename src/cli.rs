@@ -14,7 +14,7 @@ use crate::Error;
 use crate::machines::{init, wire};
 use crate::server::{self, config};
 use crate::settings::{Env, Parsed, usage};
-use crate::tools::{bench, capture, check, client, lab, show, talk};
+use crate::tools::{bench, capture, check, client, grade, lab, show, talk};
 
 /// What to do, fully parsed.
 #[derive(Debug, PartialEq)]
@@ -27,6 +27,8 @@ pub enum Command {
     Probe(client::ProbeArgs),
     /// `jam check`.
     Check(check::CheckArgs),
+    /// `jam grade`.
+    Grade(grade::GradeArgs),
     /// `jam talk`.
     Talk(talk::TalkArgs),
     /// `jam lab`.
@@ -61,7 +63,7 @@ pub struct Entry {
 }
 
 /// Every command, in the order `jam --help` lists them.
-pub const COMMANDS: [Entry; 11] = [
+pub const COMMANDS: [Entry; 12] = [
     Entry {
         name: "serve",
         summary: "run the time server: TIME + CR LF gets JAM hh:mm:ss + CR LF",
@@ -89,6 +91,13 @@ pub const COMMANDS: [Entry; 11] = [
         help: check::help,
         parse: |p, env| Ok(check::parse(p, env)?.map(Command::Check)),
         needs: &[],
+    },
+    Entry {
+        name: "grade",
+        summary: "grade a class: each student's server in a sandbox, one gradebook (CSV, JSON, HTML)",
+        help: grade::help,
+        parse: |p, env| Ok(grade::parse(p, env)?.map(Command::Grade)),
+        needs: &["alice"],
     },
     Entry {
         name: "talk",
@@ -212,6 +221,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Query(args) => client::query(&args),
         Command::Probe(args) => client::probe(&args),
         Command::Check(args) => check::run(&args),
+        Command::Grade(args) => grade::run(&args),
         Command::Talk(args) => talk::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Wire(args) => wire::run(&args),
@@ -380,8 +390,9 @@ mod tests {
     }
 
     /// Defaults that help describes in words rather than as a value to give.
-    const DESCRIBED: [&str; 6] = [
+    const DESCRIBED: [&str; 7] = [
         "off",
+        "8 per core, at most 16",
         "the system's zone, else UTC",
         "half of --max-connections",
         "the system's, else UTC",

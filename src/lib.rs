@@ -16,7 +16,8 @@
 //!   the limits, graceful shutdown). [`server::config`] is `jam serve`'s command line, and
 //!   [`server::metrics`] what it counts for `jam serve --metrics`.
 //! - [`tools`]: the commands a person runs against a server: [`tools::client`] (`jam query`,
-//!   `jam probe`), [`tools::check`] (`jam check`, the grader), [`tools::talk`] (`jam talk`, like
+//!   `jam probe`), [`tools::check`] (`jam check`, the grader), [`tools::grade`] (`jam grade`, a
+//!   class in sandboxes), [`tools::talk`] (`jam talk`, like
 //!   `nc -C`), [`tools::bench`](mod@tools::bench) (`jam bench`, the load generator) and
 //!   [`tools::lab`] (`jam lab`, the three machines on 127.16.16.x), [`tools::show`] (`jam show`,
 //!   a capture in the sheet's columns) and [`tools::capture`] (`jam capture`, and its page in a

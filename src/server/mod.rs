@@ -291,6 +291,8 @@ pub async fn serve(
                 admit(&shared, stream, peer, &mut stats, &mut refusals, &mut held);
             }
             Some(Err(e)) if is_out_of_fds(&e) => {
+                // Held refusals are the descriptors most cheaply given back.
+                held.release_all();
                 if !out_of_fds {
                     warn!(
                         "cannot accept: {e}; serving the {} open connections and retrying every {} ms",

@@ -136,6 +136,10 @@ impl Session {
                     io::ErrorKind::ConnectionRefused => {
                         " (is a server running there, listening on that address and not only on its own 127.0.0.1?)"
                     }
+                    // A lab machine whose server exited is gone, address and all.
+                    io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                        " (is that machine up, with a server running there?)"
+                    }
                     _ => "",
                 };
                 Error::new(format!("cannot connect to {target}: {e}{hint}"))

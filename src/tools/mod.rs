@@ -7,6 +7,7 @@ pub mod bench;
 pub mod capture;
 pub mod check;
 pub mod client;
+pub mod grade;
 pub mod lab;
 pub mod show;
 pub mod talk;

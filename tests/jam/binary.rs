@@ -479,7 +479,8 @@ fn out_of_file_descriptors_the_server_backs_off_and_keeps_serving() {
     // 64 descriptors: 32 go to connections (the rest is the reserve); clients turned away while
     // the server lingers for their FIN use up the remainder, and accept fails with EMFILE.
     let mut child = Command::new("prlimit")
-        .args(["--nofile=64:64", JAM, "serve", "--listen", "127.0.0.1:0"])
+        // All from one address: its share lifted to the whole.
+        .args(["--nofile=64:64", JAM, "serve", "--listen", "127.0.0.1:0", "--max-per-address", "64"])
         .env_remove("JAM_LOG")
         .stderr(Stdio::piped())
         .spawn()

@@ -276,7 +276,7 @@ fn the_labs_sessions_captured_by_jam_agree_with_tshark() {
     if !can_capture() {
         return;
     }
-    let limits = Limits { max_connections: 3, ..Limits::default() };
+    let limits = Limits { max_connections: 3, max_per_address: Some(3), ..Limits::default() };
     let (file, port) = captured_by_jam("127.0.0.1:0", limits, "lo", "lab.pcap", |addr| {
         lab_sessions(addr);
         unusual_sessions(addr);

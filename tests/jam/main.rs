@@ -8,6 +8,7 @@
 //! - `netns`: the network-namespace lab of deploy/netns (needs root).
 //! - `appliance`: jam as PID 1 of a QEMU virtual machine (needs qemu-system-x86_64).
 //! - `orchestrators`: the Kubernetes manifests (offline) and the Swarm stack (needs Docker).
+//! - `grade`: `jam grade`, a small class in bubblewrap sandboxes, the hostile contained (root).
 //! - `layout`: the house's rules read from the source: dependencies one way, the papers.
 //! - `metrics`: `jam serve --metrics` scraped by a real Prometheus, and checked by promtool.
 //! - `reliability`: load at this machine's ceiling, and bench/soak's abuse, briefly.
@@ -21,6 +22,7 @@ mod binary;
 mod capture;
 mod check;
 mod container;
+mod grade;
 mod layout;
 mod metrics;
 mod netns;

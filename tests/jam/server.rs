@@ -177,7 +177,8 @@ fn a_line_not_finished_in_time_is_closed_even_while_bytes_trickle_in() {
 
 #[test]
 fn past_the_connection_limit_a_client_is_told_the_server_is_busy() {
-    let server = TestServer::start(Limits { max_connections: 2, ..limits() });
+    // Every client is 127.0.0.1: its share is the whole.
+    let server = TestServer::start(Limits { max_connections: 2, max_per_address: Some(2), ..limits() });
     let mut a = server.connect();
     let mut b = server.connect();
     a.time();

@@ -125,7 +125,8 @@ pub enum Status {
 }
 
 impl Status {
-    fn word(self) -> &'static str {
+    /// `pass`, `warn` or `fail`, as the JSON object says it.
+    pub fn word(self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Warn => "warn",
@@ -196,7 +197,10 @@ pub fn run(args: &CheckArgs) -> Result<(), Error> {
 }
 
 /// Runs every check against `addr`, calling `each` with every outcome as it is known.
-pub fn grade(addr: SocketAddr, zone: &Zone, args: &CheckArgs, each: impl FnMut(&Outcome)) -> Report {
+pub fn grade(addr: SocketAddr, zone: &Zone, args: &CheckArgs, mut each: impl FnMut(&Outcome)) -> Report {
+    // Through a trait object: the grader is compiled once, not once per caller's closure (each
+    // copy of it is some 40 KB of the binary).
+    let each: &mut dyn FnMut(&Outcome) = &mut each;
     smol::block_on(
         Grader { addr, zone, args, report: Report::default(), each, reference: None, first: None }.all(),
     )
@@ -297,6 +301,11 @@ impl<F: FnMut(&Outcome)> Grader<'_, F> {
     async fn connect(&self) -> Result<Peer, Broke> {
         Peer::open(self.addr, self.args.timeout).await.map_err(Broke::Connect)
     }
+}
+
+/// Every check's name and level, in the order they run.
+pub fn checks() -> impl Iterator<Item = (&'static str, Level)> {
+    CHECKS.iter().map(|&(name, level, _)| (name, level))
 }
 
 /// Every check, in the order they run: name, level, what is checked.
