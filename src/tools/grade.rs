@@ -31,15 +31,19 @@ use lexopt::prelude::*;
 use nix::sched::CloneFlags;
 use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawnp};
 use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{MsgFlags, recv, setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::packets::pcap::{Link, Writer};
+use crate::packets::{self, filter, flow};
 use crate::server::clock::Zone;
 use crate::server::protocol::DEFAULT_PORT;
 use crate::settings::{self, Env, Parsed, text, usage, value};
 use crate::tools::check::{self, CheckArgs, Level, Report, Status};
 use crate::tools::client::Target;
-use crate::{Error, json_string};
+use crate::{Error, json_string, sys};
 
 /// How long a server has to listen on its port after it starts.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +57,8 @@ pub const MAX_ADDRESS_SPACE: u64 = 2 << 30;
 pub const MAX_CPU_SECONDS: u32 = 60;
 /// Open files one server may hold.
 pub const MAX_OPEN_FILES: u32 = 1024;
+/// Arrows of a failing check's session drawn in the gradebook, at most.
+const MAX_ARROWS: usize = 24;
 /// Lines of a server's output kept for a student whose server did not start.
 const LAST_LINES: usize = 40;
 /// The sandbox's user: nobody.
@@ -91,6 +97,8 @@ struct Graded {
     problem: Option<String>,
     /// The server's last lines of output.
     last_lines: Vec<String>,
+    /// For each failing check, a flow diagram (SVG) of one of its sessions, as captured.
+    flows: Vec<(&'static str, String)>,
 }
 
 /// A submission: who, which folder, which file in it.
@@ -235,10 +243,11 @@ fn grade_one(sub: &Submission, args: &GradeArgs, zone: &Zone, scratch: &Path) ->
         report: None,
         problem: None,
         last_lines: Vec::new(),
+        flows: Vec::new(),
     };
     let home = scratch.join(&sub.id);
     let log = scratch.join(format!("{}.log", sub.id));
-    let outcome = (|| -> Result<Report, String> {
+    let outcome = (|| -> Result<Checked, String> {
         fs::create_dir_all(&home).map_err(|e| format!("scratch folder: {e}"))?;
         nix::unistd::chown(&home, Some(NOBODY.into()), Some(NOBODY.into()))
             .map_err(|e| format!("scratch folder: {e}"))?;
@@ -249,7 +258,10 @@ fn grade_one(sub: &Submission, args: &GradeArgs, zone: &Zone, scratch: &Path) ->
         result
     })();
     match outcome {
-        Ok(report) => graded.report = Some(report),
+        Ok(Checked { report, marks, capture }) => {
+            graded.flows = flows(&report, &marks, &capture, args.port);
+            graded.report = Some(report);
+        }
         Err(problem) => graded.problem = Some(problem),
     }
     let mut output = String::new();
@@ -261,6 +273,93 @@ fn grade_one(sub: &Submission, args: &GradeArgs, zone: &Zone, scratch: &Path) ->
         lines[lines.len().saturating_sub(LAST_LINES)..].iter().map(|l| l.to_string()).collect();
     graded.seconds = start.elapsed().as_secs_f64();
     graded
+}
+
+/// What grading in the sandbox gave: the report, when each check ended (nanoseconds since
+/// 1970), and the capture of the exchange (a pcap file in memory).
+struct Checked {
+    report: Report,
+    marks: Vec<(&'static str, i64)>,
+    capture: Vec<u8>,
+}
+
+/// For each check that failed, the diagram of its first session in the capture: the sessions
+/// that began between the end of the check before it and its own end.
+fn flows(
+    report: &Report,
+    marks: &[(&'static str, i64)],
+    capture: &[u8],
+    port: u16,
+) -> Vec<(&'static str, String)> {
+    let Ok(frames) = packets::pcap::read(capture) else { return Vec::new() };
+    let Some(first) = frames.first().map(|f| f.time_ns) else { return Vec::new() };
+    let Ok(mut sessions) = packets::sessions(&frames, port, |_| true) else { return Vec::new() };
+    // Only the checks' own connections, from their SYN: not the end of the one that found the
+    // server listening.
+    sessions.retain(|(_, s)| s.arrows.first().is_some_and(|a| a.flags & packets::decode::flag::SYN != 0));
+    let mut out = Vec::new();
+    for (i, &(name, end)) in marks.iter().enumerate() {
+        let start = if i == 0 { i64::MIN } else { marks[i - 1].1 };
+        if report.get(name).is_none_or(|o| o.status == Status::Pass) {
+            continue;
+        }
+        let began = |s: &flow::Session| s.arrows.first().map_or(i64::MIN, |a| first + a.time_ns);
+        // A session begun in the check's time, else the one it used that was already open (the
+        // first request goes to the connection the connect check opened).
+        let found = sessions
+            .iter()
+            .find(|(_, s)| (start..end).contains(&began(s)))
+            .or_else(|| sessions.iter().rev().find(|(_, s)| began(s) < end));
+        if let Some((n, session)) = found {
+            // The start of the exchange is what shows the fault; a flood (long-line sends 32 KiB)
+            // would make a picture of hundreds of arrows.
+            let mut shown = session.clone();
+            shown.arrows.truncate(MAX_ARROWS);
+            out.push((name, flow::svg(&[(*n, &shown)])));
+        }
+    }
+    out
+}
+
+/// A capture of the sandbox's loopback, on the grader's side: a packet socket made in the
+/// sandbox's network, read by a thread of its own into an in-memory pcap file.
+struct Tap {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    reader: thread::JoinHandle<Vec<u8>>,
+}
+
+impl Tap {
+    /// Starts capturing `port` on this thread's network's loopback; `None` if it cannot.
+    fn start(port: u16) -> Option<Tap> {
+        let lo = nix::net::if_::if_nametoindex("lo").ok()?;
+        let program: Vec<(u16, u8, u8, u32)> =
+            filter::tcp_port(14, port, Some(lo)).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+        let sock = sys::packet_socket(false, lo, &program).ok()?;
+        setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(0, 100_000)).ok()?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let until = stop.clone();
+        let mut pcap = Writer::new(Vec::new(), Link::Ethernet, filter::KEEP).ok()?;
+        let reader = thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536 + 64];
+            while !until.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC) {
+                    let _ = pcap.push(now_ns(), n as u32, &buf[..n.min(buf.len())]);
+                }
+            }
+            pcap.written().cloned().unwrap_or_default()
+        });
+        Some(Tap { stop, reader })
+    }
+
+    /// Ends the capture: the pcap file.
+    fn finish(self) -> Vec<u8> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.reader.join().unwrap_or_default()
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// A server running in its sandbox.
@@ -396,7 +495,7 @@ impl Sandbox {
 
     /// Joins the sandbox's network in a thread of its own, waits for the server to listen, and
     /// grades it there.
-    fn grade(&mut self, args: &GradeArgs, zone: &Zone) -> Result<Report, String> {
+    fn grade(&mut self, args: &GradeArgs, zone: &Zone) -> Result<Checked, String> {
         let netns = fs::File::open(format!("/proc/{}/ns/net", self.inside))
             .map_err(|e| format!("the sandbox's network: {e}"))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
@@ -411,7 +510,7 @@ impl Sandbox {
         // Set once the server's sandbox has ended: no use waiting for it to listen.
         let gone = &std::sync::atomic::AtomicBool::new(false);
         thread::scope(|s| {
-            let grader = s.spawn(move || -> Result<Option<Report>, String> {
+            let grader = s.spawn(move || -> Result<Option<Checked>, String> {
                 nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("cannot join the sandbox's network: {e}"))?;
                 while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -420,7 +519,13 @@ impl Sandbox {
                     }
                     thread::sleep(Duration::from_millis(50));
                 }
-                Ok(Some(check::grade(addr, zone, &check_args, |_| {})))
+                // The checks' exchanges, for the gradebook's pictures (made here: the socket
+                // belongs to the network of the thread that makes it).
+                let tap = Tap::start(args.port);
+                let mut marks = Vec::new();
+                let report = check::grade(addr, zone, &check_args, |o| marks.push((o.name, now_ns())));
+                let capture = tap.map(Tap::finish).unwrap_or_default();
+                Ok(Some(Checked { report, marks, capture }))
             });
             // The wall clock is kept from here: past it the server is killed, and the grader's
             // connections fail at once, so that it finishes.
@@ -434,7 +539,7 @@ impl Sandbox {
                 thread::sleep(Duration::from_millis(20));
             }
             match grader.join() {
-                Ok(Ok(Some(report))) => Ok(report),
+                Ok(Ok(Some(graded))) => Ok(graded),
                 Ok(Ok(None)) => Err(match self.poll() {
                     Some(how) => {
                         format!("the server exited ({how}) before it listened on port {}", args.port)
@@ -548,6 +653,7 @@ impl Book<'_> {
     fn html(&self) -> String {
         let checks: Vec<(&str, Level)> = check::checks().collect();
         let mut rows = String::new();
+        let mut pictures = 0;
         for g in self.graded {
             let _ = write!(
                 rows,
@@ -589,6 +695,17 @@ impl Book<'_> {
                     o.name,
                     html(&o.detail)
                 );
+                if let Some((_, svg)) = g.flows.iter().find(|(name, _)| *name == o.name) {
+                    let svg = svg.split_once("?>").map_or(svg.as_str(), |(_, rest)| rest);
+                    // Each picture's arrowheads under ids of its own: the first of a repeated id
+                    // would be in a picture that is folded away, and draw nothing.
+                    pictures += 1;
+                    let svg = svg.replace("arrow-", &format!("arrow{pictures}-"));
+                    let _ = write!(
+                        details,
+                        "<details><summary>its exchange, as captured</summary>{svg}</details>"
+                    );
+                }
             }
             if !details.is_empty() {
                 let _ = writeln!(
@@ -653,18 +770,16 @@ pub fn help() -> String {
 
 Usage: sudo jam grade [OPTIONS] SUBMISSION...
 
-Runs each submission's server (a folder per student holding its .py file, or the files
-themselves), grades it with jam check's checks, stops it, and writes a gradebook: CSV (a row
-per student, a column per check), JSON (everything jam check --json says) and one HTML page
-(a failing check with its exact bytes). A line per student as it finishes. Each server runs as
-nobody in bubblewrap: its own network with loopback alone, the system and its folder read-only,
-a scratch folder, limits on processes ({procs}), memory ({mem} GiB of address space), CPU time
-({cpu} s) and open files, and everything it started killed at the end. Needs root, bwrap
-(bubblewrap), setpriv and prlimit (util-linux).
+Runs each student's server, grades it with jam check's checks, stops it, and writes the
+gradebook: CSV (a column per check), JSON (all jam check --json says) and HTML (each failure's
+bytes and a picture of its exchange). Each server runs as nobody in bubblewrap: a network with
+loopback alone, the system and its folder read-only, a scratch folder, limits on processes
+({procs}), address space ({mem} GiB), CPU ({cpu} s) and time; all it started is killed at the
+end. Needs root, bwrap, setpriv and prlimit.
 
 Arguments:
-  SUBMISSION           a student's folder (its only .py file, or its only server*.py) or a
-                       server file; the student's id is the folder's name or the file's stem
+  SUBMISSION           a student's folder (its only .py, or its only server*.py) or a file;
+                       the student's id is the folder's name or the file's stem
 
 Options:
   -o, --out DIR        where the gradebook goes [default: {out}]

@@ -166,6 +166,18 @@ impl Drop for Images {
     }
 }
 
+/// Removes, when dropped, the untagged images made since it was made (a build's stages), even
+/// when the test fails half-way.
+struct DanglingSince(std::collections::BTreeSet<String>);
+
+impl Drop for DanglingSince {
+    fn drop(&mut self) {
+        for id in dangling().difference(&self.0) {
+            let _ = run(&mut docker(&["image", "rm", "-f", id]));
+        }
+    }
+}
+
 /// The IDs of the untagged (dangling) images there are now.
 fn dangling() -> std::collections::BTreeSet<String> {
     ok(&mut docker(&["images", "-q", "--no-trunc", "--filter", "dangling=true"]))
@@ -613,8 +625,8 @@ fn the_student_override_runs_a_students_server_and_reports_what_went_wrong() {
     let pid = std::process::id();
     let (jam_image, student_image) =
         (format!("jam-student-lab-{pid}:latest"), format!("jam-student-{pid}:latest"));
-    let before = dangling();
-    let mut images = Images(vec![jam_image.clone(), student_image.clone()]);
+    let _left = DanglingSince(dangling());
+    let _images = Images(vec![jam_image.clone(), student_image.clone()]);
     let lab_for = |v2: bool, name: &str, dir: &Path, server: &str| {
         let mut lab = Lab::new(format!("jamstudent{pid}{name}"), v2);
         lab.image = jam_image.clone();
@@ -706,9 +718,6 @@ fn the_student_override_runs_a_students_server_and_reports_what_went_wrong() {
     assert!(!grade(&lab).status.success());
     lab.down();
     lab.assert_gone();
-
-    let left: Vec<String> = dangling().difference(&before).cloned().collect();
-    images.0.extend(left);
 }
 
 #[test]
@@ -730,6 +739,7 @@ fn a_fresh_clone_comes_up_with_docker_compose_alone() {
     assert!(!clone.join("dist").exists() && !clone.join("target").exists());
     let _one = one_lab();
     let before = dangling();
+    let _left = DanglingSince(before.clone());
     let image = format!("jam-fresh-{}:latest", std::process::id());
     let mut images = Images(vec![image.clone()]);
     for (run_no, v2) in compose_versions().into_iter().enumerate() {

@@ -167,7 +167,10 @@ import correct
     assert!(html.contains("<table>") && html.contains("<th>alice</th>"), "{html}");
     // A failing check with its exact bytes: the sheet's server sends the date.
     assert!(html.contains("nothing but hh:mm:ss may follow"), "{html}");
-    assert!(!html.contains("http://") && !html.contains("https://"), "self-contained");
+    // And a picture of that check's exchange, captured in the sandbox's network.
+    assert!(html.contains("its exchange, as captured") && html.contains("class=\"segment data\""), "{html}");
+    // Self-contained: nothing is fetched from elsewhere (the SVGs' namespace is a name, not a fetch).
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "self-contained");
 }
 
 #[test]
