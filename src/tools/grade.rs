@@ -3,8 +3,9 @@
 //!
 //! Each submission (a folder per student, or a server file) runs as untrusted code, in
 //! bubblewrap (Debian's `bubblewrap`, the sandbox Flatpak uses):
-//! - as nobody, dropped to by `setpriv` before the sandbox is entered (bubblewrap run by root
-//!   maps its user back to root outside);
+//! - as a user of its own (uid 200000 up, no account), dropped to by `setpriv` before the
+//!   sandbox is entered (bubblewrap run by root maps its user back to root outside), and niced
+//!   below the grader;
 //! - in namespaces of its own: a network with loopback alone (no route to the host, the lab or
 //!   anywhere), processes (everything it starts dies with it, a fork that ignores SIGTERM too),
 //!   IPC, UTS, users;
@@ -51,7 +52,9 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_WALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Processes and threads one server may run (a thread per client; the checks hold 65 at once).
 pub const MAX_PROCESSES: u32 = 256;
-/// The address space one server may map: 2 GiB, room for 256 threads' stacks.
+/// The address space one server may map: 2 GiB, room for a thread per client with Python's 8 MiB
+/// stacks while the checks hold 65 connections at once (at 1 GiB, idle-crowd failed correct
+/// servers), and a bound on a server that allocates without end.
 pub const MAX_ADDRESS_SPACE: u64 = 2 << 30;
 /// The CPU time one server may use.
 pub const MAX_CPU_SECONDS: u32 = 60;
@@ -61,8 +64,10 @@ pub const MAX_OPEN_FILES: u32 = 1024;
 const MAX_ARROWS: usize = 24;
 /// Lines of a server's output kept for a student whose server did not start.
 const LAST_LINES: usize = 40;
-/// The sandbox's user: nobody.
-const NOBODY: u32 = 65534;
+/// The sandboxes' users: one of their own each, from here up (no account has them). One user for
+/// all would share the process limit across students, so that one student's fork bomb would
+/// starve the others' threads: the kernel counts a user's processes in every namespace at once.
+const FIRST_UID: u32 = 200_000;
 
 /// Settings of `jam grade`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +118,7 @@ struct Submission {
 pub fn run(args: &GradeArgs) -> Result<(), Error> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err(Error::new(
-            "jam grade needs root: it drops each server to nobody in a sandbox, and joins the \
+            "jam grade needs root: it runs each server as a user of its own in a sandbox, and joins the \
              sandbox's network to grade it (sudo jam grade ...)",
         ));
     }
@@ -152,7 +157,7 @@ pub fn run(args: &GradeArgs) -> Result<(), Error> {
                 loop {
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                     let Some((index, sub)) = next else { break };
-                    let graded = grade_one(&sub, args, zone, scratch);
+                    let graded = grade_one(&sub, FIRST_UID + index as u32, args, zone, scratch);
                     let mut done = results.lock().unwrap_or_else(|e| e.into_inner());
                     done.push((index, graded));
                     eprintln!("[{}/{total}] {}", done.len(), progress(&done.last().unwrap().1));
@@ -234,7 +239,7 @@ fn absolute(p: &Path) -> Result<PathBuf, Error> {
 }
 
 /// Runs one student's server in its sandbox, grades it, and stops it.
-fn grade_one(sub: &Submission, args: &GradeArgs, zone: &Zone, scratch: &Path) -> Graded {
+fn grade_one(sub: &Submission, uid: u32, args: &GradeArgs, zone: &Zone, scratch: &Path) -> Graded {
     let start = Instant::now();
     let mut graded = Graded {
         id: sub.id.clone(),
@@ -249,10 +254,10 @@ fn grade_one(sub: &Submission, args: &GradeArgs, zone: &Zone, scratch: &Path) ->
     let log = scratch.join(format!("{}.log", sub.id));
     let outcome = (|| -> Result<Checked, String> {
         fs::create_dir_all(&home).map_err(|e| format!("scratch folder: {e}"))?;
-        nix::unistd::chown(&home, Some(NOBODY.into()), Some(NOBODY.into()))
+        nix::unistd::chown(&home, Some(uid.into()), Some(uid.into()))
             .map_err(|e| format!("scratch folder: {e}"))?;
         let output = fs::File::create(&log).map_err(|e| format!("output file: {e}"))?;
-        let mut sandbox = Sandbox::start(sub, args, &home, &output)?;
+        let mut sandbox = Sandbox::start(sub, uid, args, &home, &output)?;
         let result = sandbox.grade(args, zone);
         sandbox.stop();
         result
@@ -374,7 +379,13 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn start(sub: &Submission, args: &GradeArgs, home: &Path, output: &fs::File) -> Result<Sandbox, String> {
+    fn start(
+        sub: &Submission,
+        uid: u32,
+        args: &GradeArgs,
+        home: &Path,
+        output: &fs::File,
+    ) -> Result<Sandbox, String> {
         let folder = sub.folder.to_string_lossy().into_owned();
         let home = home.to_string_lossy().into_owned();
         let words: Vec<String> = [
@@ -384,9 +395,12 @@ impl Sandbox {
             format!("--cpu={MAX_CPU_SECONDS}"),
             format!("--nofile={MAX_OPEN_FILES}"),
             "--".into(),
+            // Below the grader: a server that burns the CPU slows its neighbours, not the checks.
+            "nice".into(),
+            "-n10".into(),
             "setpriv".into(),
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
             "--clear-groups".into(),
         ]
         .into_iter()
@@ -545,10 +559,10 @@ impl Sandbox {
                         format!("the server exited ({how}) before it listened on port {}", args.port)
                     }
                     None => format!(
-                        "nothing listened on 127.0.0.1:{} within {} (bind 0.0.0.0 or 127.0.0.1, port {})",
+                        "does not listen on port {}: nothing answered at 127.0.0.1:{} within {}",
                         args.port,
-                        settings::show(args.start_timeout),
-                        args.port
+                        args.port,
+                        settings::show(args.start_timeout)
                     ),
                 }),
                 Ok(Err(e)) => Err(e),
@@ -772,7 +786,7 @@ Usage: sudo jam grade [OPTIONS] SUBMISSION...
 
 Runs each student's server, grades it with jam check's checks, stops it, and writes the
 gradebook: CSV (a column per check), JSON (all jam check --json says) and HTML (each failure's
-bytes and a picture of its exchange). Each server runs as nobody in bubblewrap: a network with
+bytes and a picture of its exchange). Each server runs as a user of its own (never root) in bubblewrap: a network with
 loopback alone, the system and its folder read-only, a scratch folder, limits on processes
 ({procs}), address space ({mem} GiB), CPU ({cpu} s) and time; all it started is killed at the
 end. Needs root, bwrap, setpriv and prlimit.

@@ -107,7 +107,7 @@ import correct
         &class.0,
         "trudy",
         &[
-            ("correct.py", correct),
+            ("correct.py", correct.clone()),
             (
                 "server.py",
                 format!(
@@ -118,9 +118,29 @@ import correct
     );
     // Never listens: spins until the start timeout.
     student(&class.0, "victor", &[("server.py", "while True:\n    pass\n".into())]);
+    // A fork bomb, and an allocation without end: bounded by their limits, while the others are
+    // graded beside them.
+    student(
+        &class.0,
+        "bomber",
+        &[(
+            "server.py",
+            "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n".into(),
+        )],
+    );
+    student(
+        &class.0,
+        "hogger",
+        &[("server.py", "hoard = []\nwhile True:\n    hoard.append(bytearray(1 << 24))\n".into())],
+    );
+    // Listens, but on another port.
+    student(&class.0, "walter", &[("server.py", correct.replace("45000", "45001"))]);
 
     let submissions: Vec<PathBuf> =
-        ["alice", "bob", "carol", "mallory", "trudy", "victor"].iter().map(|s| class.0.join(s)).collect();
+        ["alice", "bob", "carol", "mallory", "trudy", "victor", "bomber", "hogger", "walter"]
+            .iter()
+            .map(|s| class.0.join(s))
+            .collect();
     let graded = run(Command::new(JAM)
         .arg("grade")
         .args(["--tz", "UTC", "--parallel", "3", "--start-timeout", "5s", "-o"])
@@ -130,7 +150,7 @@ import correct
     eprintln!("{said}");
     assert!(graded.status.success(), "{said}");
     // A line per student as it finishes.
-    assert_eq!(said.lines().filter(|l| l.starts_with('[')).count(), 6, "{said}");
+    assert_eq!(said.lines().filter(|l| l.starts_with('[')).count(), 9, "{said}");
 
     let csv = fs::read_to_string(out.join("gradebook.csv")).unwrap();
     let row = |id: &str| {
@@ -145,11 +165,14 @@ import correct
     assert!(row("carol").contains(",not graded,") && row("carol").contains("before it listened"), "{csv}");
     assert!(row("mallory").contains(",meets the sheet,"), "{csv}");
     assert!(row("trudy").contains(",meets the sheet,"), "{csv}");
-    assert!(row("victor").contains("nothing listened on 127.0.0.1:45000"), "{csv}");
+    assert!(row("victor").contains("does not listen on port 45000"), "{csv}");
+    assert!(row("walter").contains("does not listen on port 45000"), "{csv}");
+    assert!(row("bomber").contains(",not graded,") && row("hogger").contains(",not graded,"), "{csv}");
     assert!(csv.lines().skip(1).all(|l| l.ends_with(",UTC,45000")), "zone and port recorded: {csv}");
 
     let json = fs::read_to_string(out.join("gradebook.json")).unwrap();
     assert!(json.contains("SyntaxError"), "carol's own last lines: {json}");
+    assert!(json.contains("MemoryError"), "hogger ran into its limit: {json}");
     // Mallory: no root-only file, no network, no writing outside the scratch folder.
     assert!(!json.contains("root-only secret"), "{json}");
     assert!(json.contains(&format!("denied {} [Errno 13] Permission denied", secret.display())), "{json}");
