@@ -42,6 +42,7 @@ use crate::packets::{self, filter, flow};
 use crate::server::clock::Zone;
 use crate::server::protocol::DEFAULT_PORT;
 use crate::settings::{self, Env, Parsed, text, usage, value};
+use crate::tools::capture::now_ns;
 use crate::tools::check::{self, CheckArgs, Level, Report, Status};
 use crate::tools::client::Target;
 use crate::{Error, json_string, sys};
@@ -361,10 +362,6 @@ impl Tap {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.reader.join().unwrap_or_default()
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// A server running in its sandbox.

@@ -361,7 +361,8 @@ fn stamp(m: &nix::sys::socket::RecvMsg<'_, '_, LinkAddr>) -> i64 {
         .unwrap_or_else(now_ns)
 }
 
-fn now_ns() -> i64 {
+/// The clock now, in nanoseconds since 1970, as a capture's time stamps are.
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
