@@ -26,6 +26,19 @@ pub struct Row {
     pub session: usize,
 }
 
+/// A time in seconds as Wireshark's Time column shows it, to the microsecond: `0.000123`, and
+/// `-0.001045` for a frame the capture holds before the first (frames taken on several CPUs can
+/// arrive a little out of order).
+pub struct Seconds(pub i64);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let abs = self.0.unsigned_abs();
+        let sign = if self.0 < 0 { "-" } else { "" };
+        write!(f, "{sign}{}.{:06}", abs / 1_000_000_000, abs % 1_000_000_000 / 1000)
+    }
+}
+
 /// The packet list's header line.
 pub const HEADER: &str = "No.     Time        Source           Destination      Protocol Length Info";
 
@@ -81,7 +94,6 @@ fn columns<W: Sink>(
     dst: &dyn fmt::Display,
     length: u32,
 ) {
-    let (secs, nanos) = (time_ns.div_euclid(1_000_000_000), time_ns.rem_euclid(1_000_000_000));
     let field = |out: &mut W, width: usize, value: fmt::Arguments<'_>| {
         let start = out.written();
         let _ = out.write_fmt(value);
@@ -92,7 +104,7 @@ fn columns<W: Sink>(
         let _ = out.write_str(" ");
     };
     field(out, 7, format_args!("{number}"));
-    field(out, 11, format_args!("{secs}.{:06}", nanos / 1000));
+    field(out, 11, format_args!("{}", Seconds(time_ns)));
     field(out, 16, format_args!("{src}"));
     field(out, 16, format_args!("{dst}"));
     let _ = out.write_str("TCP      ");
@@ -436,4 +448,17 @@ fn option_names(bytes: &[u8]) -> String {
 
 fn mac(b: &[u8; 6]) -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_before_the_first_frame_are_shown_as_wireshark_shows_them() {
+        assert_eq!(Seconds(0).to_string(), "0.000000");
+        assert_eq!(Seconds(1_500_123_999).to_string(), "1.500123");
+        assert_eq!(Seconds(-1_045_000).to_string(), "-0.001045");
+        assert_eq!(Seconds(-2_000_001_000).to_string(), "-2.000001");
+    }
 }

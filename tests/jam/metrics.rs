@@ -67,10 +67,14 @@ fn the_page_counts_what_happened_in_prometheus_text_format() {
     assert_eq!(sample(&page, "jam_error_replies_total{reason=\"unknown\"}"), 1.0);
     assert_eq!(sample(&page, "jam_connections_refused_total{reason=\"busy\"}"), 1.0);
     assert_eq!(sample(&page, "jam_connections_accepted_total"), 2.0);
-    // The one that quit is counted closed once the server has finished with it.
+    // The one that quit is counted closed, and no longer open, once the server has finished
+    // with it (the two a moment apart: its task counts the close, then ends).
     let deadline = Instant::now() + HANG;
     let mut page = page;
-    while sample(&page, "jam_closes_total{reason=\"quit\"}") < 1.0 && Instant::now() < deadline {
+    while (sample(&page, "jam_closes_total{reason=\"quit\"}") < 1.0
+        || sample(&page, "jam_connections_open") > 1.0)
+        && Instant::now() < deadline
+    {
         thread::sleep(Duration::from_millis(20));
         page = get(metrics, "/metrics").1;
     }

@@ -26,7 +26,7 @@ use crate::http::{Events, Reply, Request, Status};
 use crate::json_string;
 use crate::packets::decode::{Packet, flag};
 use crate::packets::pcap::{self, Frame, Link, Writer};
-use crate::packets::table::Row;
+use crate::packets::table::{Row, Seconds};
 use crate::packets::tcp::{Analysis, Followed};
 use crate::packets::{self, flow};
 
@@ -279,10 +279,9 @@ impl Live {
 /// the absolute time on the wire (milliseconds since 1970) for measuring the page's delay.
 fn row_json(number: usize, time_ns: i64, frame: &Frame<'_>, p: &Packet<'_>, f: &Followed) -> String {
     let row = Row::new(number, time_ns, frame, p, f);
-    let (secs, nanos) = (time_ns.div_euclid(1_000_000_000), time_ns.rem_euclid(1_000_000_000));
     format!(
-        r#"{{"n":{number},"t":"{secs}.{:06}","w":{:.3},"src":{},"dst":{},"sp":{},"dp":{},"len":{},"s":{},"c":"{}","info":{}}}"#,
-        nanos / 1000,
+        r#"{{"n":{number},"t":"{}","w":{:.3},"src":{},"dst":{},"sp":{},"dp":{},"len":{},"s":{},"c":"{}","info":{}}}"#,
+        Seconds(time_ns),
         frame.time_ns as f64 / 1e6,
         json_string(&row.src),
         json_string(&row.dst),
