@@ -48,12 +48,16 @@ const END_GRACE: Duration = Duration::from_secs(1);
 /// What a viewer's stream is sent.
 enum Message {
     Row(u64, Arc<str>),
+    /// The page holds all it may: later segments are captured but not shown.
+    Full(Arc<str>),
     End(Arc<str>),
 }
 
-/// A new viewer's start: the rows so far, then a queue of those to come, or the end.
+/// A new viewer's start: the rows so far, whether the page is full, then a queue of those to
+/// come, or the end.
 struct Subscription {
     backlog: Vec<Arc<str>>,
+    full: Option<Arc<str>>,
     queue: Option<Receiver<Message>>,
     end: Option<Arc<str>>,
 }
@@ -78,6 +82,10 @@ struct Inner {
     kept_bytes: usize,
     /// Frames seen but not kept, past the bounds.
     not_kept: u64,
+    /// The `full` event, once the bounds were reached.
+    full: Option<Arc<str>>,
+    /// The most frames kept ([`MAX_KEPT_FRAMES`]; smaller in the tests).
+    max_frames: usize,
     viewers: Vec<SyncSender<Message>>,
     /// Viewers dropped for falling behind: a full queue, or a write that timed out.
     dropped_viewers: u64,
@@ -95,6 +103,8 @@ impl Live {
                 rows: Vec::new(),
                 kept_bytes: 0,
                 not_kept: 0,
+                full: None,
+                max_frames: MAX_KEPT_FRAMES,
                 viewers: Vec::new(),
                 dropped_viewers: 0,
                 ended: None,
@@ -119,8 +129,16 @@ impl Live {
     /// Keeps one captured segment and offers its row to every viewer; never waits for one.
     pub fn push(&self, frame: &Frame<'_>, time_ns: i64, packet: &Packet<'_>, followed: &Followed) {
         let mut inner = self.lock();
-        if inner.rows.len() >= MAX_KEPT_FRAMES || inner.kept_bytes + frame.data.len() > MAX_KEPT_BYTES {
+        if inner.rows.len() >= inner.max_frames || inner.kept_bytes + frame.data.len() > MAX_KEPT_BYTES {
             inner.not_kept += 1;
+            if inner.full.is_none() {
+                // Said once, to every viewer now and to each that comes later.
+                let full: Arc<str> = format!(r#"{{"kept":{}}}"#, inner.rows.len()).into();
+                for v in &inner.viewers {
+                    let _ = v.try_send(Message::Full(full.clone()));
+                }
+                inner.full = Some(full);
+            }
             return;
         }
         // Writing to memory does not fail.
@@ -170,12 +188,13 @@ impl Live {
     fn subscribe(&self, after: usize) -> Subscription {
         let mut inner = self.lock();
         let backlog = inner.rows.get(after..).unwrap_or_default().to_vec();
+        let full = inner.full.clone();
         if let Some(end) = &inner.ended {
-            return Subscription { backlog, queue: None, end: Some(end.clone()) };
+            return Subscription { backlog, full, queue: None, end: Some(end.clone()) };
         }
         let (tx, rx) = mpsc::sync_channel(VIEWER_QUEUE);
         inner.viewers.push(tx);
-        Subscription { backlog, queue: Some(rx), end: None }
+        Subscription { backlog, full, queue: Some(rx), end: None }
     }
 
     /// The page's routes.
@@ -243,10 +262,13 @@ impl Live {
     fn stream(&self, events: &mut Events<'_>, after: usize) -> std::io::Result<()> {
         self.streaming.fetch_add(1, Ordering::Relaxed);
         let result = (|| {
-            let Subscription { backlog, queue, end } = self.subscribe(after);
+            let Subscription { backlog, full, queue, end } = self.subscribe(after);
             events.send(None, Some("info"), &self.info)?;
             for (i, row) in backlog.iter().enumerate() {
                 events.send(Some((after + i + 1) as u64), None, row)?;
+            }
+            if let Some(full) = full {
+                events.send(None, Some("full"), &full)?;
             }
             if let Some(end) = end {
                 return events.send(None, Some("end"), &end);
@@ -255,6 +277,7 @@ impl Live {
             loop {
                 match queue.recv_timeout(KEEP_ALIVE) {
                     Ok(Message::Row(n, row)) => events.send(Some(n), None, &row)?,
+                    Ok(Message::Full(full)) => events.send(None, Some("full"), &full)?,
                     Ok(Message::End(end)) => return events.send(None, Some("end"), &end),
                     Err(RecvTimeoutError::Timeout) => events.keep_alive()?,
                     // Dropped for falling behind: the browser reconnects and catches up.
@@ -420,6 +443,25 @@ mod tests {
         let frames = pcap::read(&bytes).unwrap();
         assert_eq!(frames.len(), 6);
         assert!(get(&live, "/").1.contains("<title>"));
+    }
+
+    #[test]
+    fn a_full_page_says_so_once_and_keeps_what_it_has() {
+        let live = lab();
+        live.lock().max_frames = 4;
+        let Subscription { queue, full, .. } = live.subscribe(0);
+        assert!(full.is_none(), "six rows were kept before the bound was lowered");
+        let data = segment(([10, 0, 0, 2], 1), ([10, 0, 0, 1], 45000), (1, 0), 0x10, b"");
+        let packet = decode(Link::Raw, &data).unwrap().unwrap();
+        let followed = Tracker::new().follow(1, &packet);
+        let frame = Frame { time_ns: 0, wire_len: 40, link: Link::Raw, data: &data };
+        live.push(&frame, 0, &packet, &followed);
+        live.push(&frame, 0, &packet, &followed);
+        let said: Vec<Message> = queue.unwrap().try_iter().collect();
+        assert!(matches!(said.as_slice(), [Message::Full(f)] if &**f == r#"{"kept":6}"#), "once, and no row");
+        assert_eq!(live.lock().not_kept, 2);
+        assert_eq!(pcap::read(&live.kept()).unwrap().len(), 6, "the download holds what was kept");
+        assert!(live.subscribe(0).full.is_some(), "a viewer that comes later is told too");
     }
 
     #[test]
