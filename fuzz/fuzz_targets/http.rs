@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use jam::http::{Head, MAX_HEAD, Reply, parse_head};
 use jam::packets::decode::decode;
 use jam::packets::pcap::{Frame, Link};
+use jam::packets::table::Row;
 use jam::packets::tcp::Tracker;
 use jam::tools::capture::web::Live;
 use libfuzzer_sys::fuzz_target;
@@ -29,7 +30,7 @@ fn view() -> &'static Arc<Live> {
             let packet = decode(Link::Raw, data).unwrap().unwrap();
             let followed = tracker.follow(i + 1, &packet);
             let frame = Frame { time_ns: i as i64, wire_len: data.len() as u32, link: Link::Raw, data };
-            live.push(&frame, i as i64, &packet, &followed);
+            live.push(&frame, &Row::new(i + 1, i as i64, &frame, &packet, &followed), &packet, &followed);
         }
         live
     })

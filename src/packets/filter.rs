@@ -49,6 +49,11 @@ enum To {
     V6,
 }
 
+/// [`tcp_port`]'s program as a packet socket takes it: (code, jt, jf, k) for each instruction.
+pub fn tcp_port_program(link: u32, port: u16, loopback: Option<u32>) -> Vec<(u16, u8, u8, u32)> {
+    tcp_port(link, port, loopback).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+}
+
 /// The program that keeps TCP over IPv4 (unfragmented, or the first fragment) and IPv6 (TCP as
 /// the first next header) to or from `port`. `link` is the link header's length before the IP
 /// header: 14 for Ethernet, 0 for a cooked socket, which hands up the IP header first.

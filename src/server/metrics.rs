@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::server::Limits;
 use crate::server::connection::Closed;
-use crate::server::protocol::{Answered, RequestError};
+use crate::server::protocol::{Answered, Flow, RequestError};
 
 /// Why connections ended, as the metric's `reason` label names them: the same reasons the log
 /// gives, in [`Closed`]'s order.
@@ -88,10 +88,11 @@ impl Metrics {
         if a.times > 0 {
             self.time_requests.fetch_add(a.times as u64, Ordering::Relaxed);
         }
-        if a.flow == crate::server::protocol::Flow::Quit {
+        let quit = a.flow == Flow::Quit;
+        if quit {
             self.quit_requests.fetch_add(1, Ordering::Relaxed);
         }
-        if a.lines > a.times + usize::from(a.flow == crate::server::protocol::Flow::Quit) {
+        if a.lines > a.times + usize::from(quit) {
             for (counter, n) in self.errors.iter().zip(a.errors) {
                 if n > 0 {
                     counter.fetch_add(u64::from(n), Ordering::Relaxed);
@@ -105,7 +106,8 @@ impl Metrics {
         self.closes[close_index(why)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Clients served and refused so far: (served, refused busy, refused per address).
+    /// Clients served and refused so far: (served, refused busy, refused per address); the
+    /// server's stop line and [`Stats`](crate::server::Stats) are made of these.
     pub fn admissions(&self) -> (u64, u64, u64) {
         (
             self.accepted.load(Ordering::Relaxed),

@@ -251,7 +251,6 @@ pub async fn serve(
         drained: Event::new(),
         reactor: reactor.clone(),
     });
-    let mut stats = Stats::default();
     let mut out_of_fds = false;
     let mut refusals = RefusalLog { last: None, quiet: 0 };
     let mut held = HeldRefusals::default();
@@ -288,7 +287,7 @@ pub async fn serve(
                     notice!("accepting connections again");
                     out_of_fds = false;
                 }
-                admit(&shared, stream, peer, &mut stats, &mut refusals, &mut held);
+                admit(&shared, stream, peer, &mut refusals, &mut held);
             }
             Some(Err(e)) if is_out_of_fds(&e) => {
                 // Held refusals are the descriptors most cheaply given back.
@@ -332,15 +331,18 @@ pub async fn serve(
         },
     )
     .await;
+    let mut cut_off = 0;
     if !finished {
-        stats.cut_off = shared.metrics.open.load(Ordering::SeqCst);
-        warn!("{} connection(s) still open after the grace period; closing them", stats.cut_off);
+        cut_off = shared.metrics.open.load(Ordering::SeqCst);
+        warn!("{cut_off} connection(s) still open after the grace period; closing them");
         // Every wait of theirs fails from now on, so each ends at its next step; the server
         // returns once they have, with no task and no socket left behind.
         reactor.cut_off();
         shared.drained().await;
     }
-    Ok(stats)
+    // What the stop line reports is what the metrics counted.
+    let (accepted, busy, per_address) = shared.metrics.admissions();
+    Ok(Stats { accepted, refused: busy + per_address, refused_per_address: per_address, cut_off })
 }
 
 /// Starts serving a freshly accepted client, or turns it away when the server is full or its
@@ -349,7 +351,6 @@ fn admit(
     shared: &Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    stats: &mut Stats,
     refusals: &mut RefusalLog,
     held: &mut HeldRefusals,
 ) {
@@ -380,12 +381,7 @@ fn admit(
     };
     if let Some(line) = turned_away {
         drop(active);
-        stats.refused += 1;
-        let per_address = line == protocol::TOO_MANY_FROM_ADDRESS;
-        if per_address {
-            stats.refused_per_address += 1;
-        }
-        shared.metrics.refused(per_address);
+        shared.metrics.refused(line == protocol::TOO_MANY_FROM_ADDRESS);
         if shared.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
             let shared = shared.clone();
             let reactor = shared.reactor.clone();
@@ -401,7 +397,6 @@ fn admit(
         }
         return;
     }
-    stats.accepted += 1;
     shared.metrics.accepted();
     info!("connection from {peer} ({open} open)");
     shared.reactor.spawn(async move {

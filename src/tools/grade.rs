@@ -338,8 +338,7 @@ impl Tap {
     /// Starts capturing `port` on this thread's network's loopback; `None` if it cannot.
     fn start(port: u16) -> Option<Tap> {
         let lo = nix::net::if_::if_nametoindex("lo").ok()?;
-        let program: Vec<(u16, u8, u8, u32)> =
-            filter::tcp_port(14, port, Some(lo)).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+        let program = filter::tcp_port_program(14, port, Some(lo));
         let sock = sys::packet_socket(false, lo, &program).ok()?;
         setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(0, 100_000)).ok()?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -138,11 +138,7 @@ pub fn run(args: &CaptureArgs) -> Result<(), Error> {
     stop.on_signals("jam-capture-signals")?;
     let from = source(args.interface.as_deref())?;
     let loopback = from.loopbacks.first().map(|&i| i as u32);
-    let program: Vec<(u16, u8, u8, u32)> =
-        filter::tcp_port(if from.cooked { 0 } else { 14 }, args.port, loopback)
-            .iter()
-            .map(|i| (i.code, i.jt, i.jf, i.k))
-            .collect();
+    let program = filter::tcp_port_program(if from.cooked { 0 } else { 14 }, args.port, loopback);
     let sock =
         sys::packet_socket(from.cooked, from.ifindex, &program).map_err(|e| match e.raw_os_error() {
             Some(libc_eperm) if libc_eperm == Errno::EPERM as i32 => Error::new(
@@ -332,14 +328,13 @@ fn capture(
                 if let Ok(Some(packet)) = decode(from.link, frame) {
                     let followed = tracker.follow(captured as usize, &packet);
                     let f = Frame { time_ns, wire_len: wire as u32, link: from.link, data: frame };
+                    // One row for the terminal and the page.
+                    let row = Row::new(captured as usize, time_ns - start, &f, &packet, &followed);
                     if let Some(live) = live {
-                        live.push(&f, time_ns - start, &packet, &followed);
+                        live.push(&f, &row, &packet, &followed);
                     }
                     if !args.quiet {
-                        outln!(
-                            "{}",
-                            Row::new(captured as usize, time_ns - start, &f, &packet, &followed).line()
-                        )?;
+                        outln!("{}", row.line())?;
                     }
                 }
             }

@@ -126,8 +126,10 @@ impl Live {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps one captured segment and offers its row to every viewer; never waits for one.
-    pub fn push(&self, frame: &Frame<'_>, time_ns: i64, packet: &Packet<'_>, followed: &Followed) {
+    /// Keeps one captured segment, whose row (as the terminal shows it) is `row`, and offers it to
+    /// every viewer; never waits for one. The page numbers its rows itself, as its own capture
+    /// file holds them.
+    pub fn push(&self, frame: &Frame<'_>, row: &Row, packet: &Packet<'_>, followed: &Followed) {
         let mut inner = self.lock();
         if inner.rows.len() >= inner.max_frames || inner.kept_bytes + frame.data.len() > MAX_KEPT_BYTES {
             inner.not_kept += 1;
@@ -145,7 +147,7 @@ impl Live {
         let _ = inner.pcap.push(frame.time_ns, frame.wire_len, frame.data);
         inner.kept_bytes += frame.data.len() + 16;
         let number = inner.rows.len() + 1;
-        let row: Arc<str> = row_json(number, time_ns, frame, packet, followed).into();
+        let row: Arc<str> = row_json(number, row, frame, packet, followed).into();
         inner.rows.push(row.clone());
         let mut dropped = 0;
         inner.viewers.retain(|v| match v.try_send(Message::Row(number as u64, row.clone())) {
@@ -300,11 +302,10 @@ impl Live {
 
 /// A row as the page's JSON: the sheet's columns, the session (from 1), the row's colour, and
 /// the absolute time on the wire (milliseconds since 1970) for measuring the page's delay.
-fn row_json(number: usize, time_ns: i64, frame: &Frame<'_>, p: &Packet<'_>, f: &Followed) -> String {
-    let row = Row::new(number, time_ns, frame, p, f);
+fn row_json(number: usize, row: &Row, frame: &Frame<'_>, p: &Packet<'_>, f: &Followed) -> String {
     format!(
         r#"{{"n":{number},"t":"{}","w":{:.3},"src":{},"dst":{},"sp":{},"dp":{},"len":{},"s":{},"c":"{}","info":{}}}"#,
-        Seconds(time_ns),
+        Seconds(row.time_ns),
         frame.time_ns as f64 / 1e6,
         json_string(&row.src),
         json_string(&row.dst),
@@ -401,7 +402,8 @@ mod tests {
             let frame = Frame { time_ns: t, wire_len: data.len() as u32, link: Link::Raw, data };
             let packet = decode(Link::Raw, data).unwrap().unwrap();
             let followed = tracker.follow(i + 1, &packet);
-            live.push(&frame, t - 1_700_000_000_000_000_000, &packet, &followed);
+            let row = Row::new(i + 1, t - 1_700_000_000_000_000_000, &frame, &packet, &followed);
+            live.push(&frame, &row, &packet, &followed);
         }
         live
     }
@@ -455,8 +457,9 @@ mod tests {
         let packet = decode(Link::Raw, &data).unwrap().unwrap();
         let followed = Tracker::new().follow(1, &packet);
         let frame = Frame { time_ns: 0, wire_len: 40, link: Link::Raw, data: &data };
-        live.push(&frame, 0, &packet, &followed);
-        live.push(&frame, 0, &packet, &followed);
+        let row = Row::new(7, 0, &frame, &packet, &followed);
+        live.push(&frame, &row, &packet, &followed);
+        live.push(&frame, &row, &packet, &followed);
         let said: Vec<Message> = queue.unwrap().try_iter().collect();
         assert!(matches!(said.as_slice(), [Message::Full(f)] if &**f == r#"{"kept":6}"#), "once, and no row");
         assert_eq!(live.lock().not_kept, 2);
@@ -475,8 +478,9 @@ mod tests {
         let packet = decode(Link::Raw, &data).unwrap().unwrap();
         let followed = Tracker::new().follow(1, &packet);
         let frame = Frame { time_ns: 0, wire_len: 40, link: Link::Raw, data: &data };
+        let row = Row::new(7, 0, &frame, &packet, &followed);
         for _ in 0..VIEWER_QUEUE + 10 {
-            live.push(&frame, 0, &packet, &followed);
+            live.push(&frame, &row, &packet, &followed);
         }
         assert_eq!(live.dropped_viewers(), 1);
         assert_eq!(live.lock().rows.len(), 6 + VIEWER_QUEUE + 10, "every row is kept all the same");
